@@ -1,0 +1,153 @@
+"""Validate every cookiecutter answer before anything is written.
+
+Each problem is reported on one line naming the prompt, the value given and what is
+allowed; any problem exits with status 1, and cookiecutter then removes the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+
+# Rendered by cookiecutter; ``tojson`` escapes quotes, so the raw string cannot be broken.
+ANSWERS = r"""{{ cookiecutter | tojson }}"""
+
+MAX_PRICE_USD_PER_MILLION = Decimal(10_000)
+PRICE_DECIMAL_PLACES = 8  # prices are stored as integer USD microcents ($1 = 10^8)
+MAX_MODEL_LENGTH = 256
+MAX_SUBJECT_LENGTH = 128
+
+CHOICES = {
+    "license": ("MIT", "Apache-2.0", "Proprietary"),
+    "llm_provider": ("openai", "anthropic", "fake"),
+    "tenant_auth": ("api_key", "trusted_header"),
+    "tenant_isolation": ("workspace", "tenant"),
+    "use_docker": ("yes", "no"),
+    "ci": ("github", "none"),
+}
+
+# Top-level modules the generated project imports (or its tools install); a package with
+# one of these names would shadow it.
+DEPENDENCY_MODULES = frozenset(
+    {
+        "anthropic", "blinker", "click", "conftest", "dotenv", "flask", "gunicorn", "httpx",
+        "hypothesis", "itsdangerous", "jinja2", "markupsafe", "mypy", "openai", "pydantic",
+        "pytest", "requests", "ruff", "runcycles", "src", "test", "tests", "werkzeug",
+    }
+)  # fmt: skip
+
+SLUG_RE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+PACKAGE_RE = re.compile(r"[a-z][a-z0-9_]*")
+EMAIL_RE = re.compile(r"[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;.]+")
+MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+SUBJECT_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def check_not_blank(value: str) -> str | None:
+    return "must not be empty" if not value.strip() else None
+
+
+def check_slug(value: str) -> str | None:
+    if not SLUG_RE.fullmatch(value) or len(value) > 64:
+        return "must be 1-64 lowercase letters, digits and single hyphens, starting with a letter"
+    return None
+
+
+def check_package(value: str) -> str | None:
+    if not PACKAGE_RE.fullmatch(value) or not value.isidentifier() or len(value) > 64:
+        return "must be a lowercase Python identifier of at most 64 characters"
+    if keyword.iskeyword(value) or keyword.issoftkeyword(value):
+        return "is a Python keyword"
+    if value in sys.stdlib_module_names:
+        return "shadows the Python standard library module of that name"
+    if value in DEPENDENCY_MODULES:
+        return "shadows a module the generated project depends on"
+    return None
+
+
+def check_email(value: str) -> str | None:
+    return None if EMAIL_RE.fullmatch(value) else "must be an email address like you@example.com"
+
+
+def check_model(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if len(value) > MAX_MODEL_LENGTH:
+        return f"must be at most {MAX_MODEL_LENGTH} characters"
+    if not MODEL_RE.fullmatch(value):
+        return "may contain only letters, digits and . _ : / @ + - (no spaces or quotes)"
+    return None
+
+
+def check_price(value: str) -> str | None:
+    text = value.strip()
+    if not DECIMAL_RE.fullmatch(text):
+        return "must be a non-negative decimal number of US dollars per million tokens, like 2.50"
+    try:
+        price = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - DECIMAL_RE admits only valid decimals
+        return "must be a decimal number"
+    if not math.isfinite(price):  # pragma: no cover - likewise
+        return "must be finite"
+    if -price.as_tuple().exponent > PRICE_DECIMAL_PLACES:  # type: ignore[operator]
+        return f"may have at most {PRICE_DECIMAL_PLACES} decimal places (1 USD microcent)"
+    if price > MAX_PRICE_USD_PER_MILLION:
+        return f"must be at most {MAX_PRICE_USD_PER_MILLION} USD per million tokens"
+    return None
+
+
+def check_subject(value: str) -> str | None:
+    if not SUBJECT_RE.fullmatch(value) or len(value) > MAX_SUBJECT_LENGTH:
+        return (
+            f"must be 1-{MAX_SUBJECT_LENGTH} lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return None
+
+
+CHECKS: dict[str, Callable[[str], str | None]] = {
+    "project_name": check_not_blank,
+    "project_slug": check_slug,
+    "package_name": check_package,
+    "author_name": check_not_blank,
+    "author_email": check_email,
+    "model": check_model,
+    "input_price_per_million_usd": check_price,
+    "output_price_per_million_usd": check_price,
+    "cycles_app": check_subject,
+}
+
+
+def validate(answers: Mapping[str, object]) -> list[str]:
+    """Return one message per invalid answer; an empty list means all are valid."""
+    problems = []
+    for field, allowed in CHOICES.items():
+        value = answers.get(field)
+        if value not in allowed:
+            problems.append(f"{field}: {value!r} is not one of {', '.join(allowed)}")
+    for field, check in CHECKS.items():
+        value = answers.get(field)
+        if not isinstance(value, str):
+            problems.append(f"{field}: {value!r} must be text")
+            continue
+        reason = check(value)
+        if reason:
+            problems.append(f"{field}: {value!r} {reason}")
+    return problems
+
+
+def main(raw_answers: str) -> int:
+    problems = validate(json.loads(raw_answers))
+    for problem in problems:
+        print(f"ERROR: invalid answer for {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(ANSWERS))

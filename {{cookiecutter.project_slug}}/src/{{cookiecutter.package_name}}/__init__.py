@@ -1,0 +1,35 @@
+"""{{ cookiecutter.package_name }}: a Flask API whose LLM calls are budget-guarded by Cycles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+
+from . import api, errors
+from .config import Settings
+
+
+def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
+    """Build the application: the one place where settings, extensions and routes meet.
+
+    ``overrides`` take precedence over the process environment and use the same variable
+    names (``{"APP_ENV": "testing", ...}``), so tests configure the app as a deployment does.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    settings = Settings.from_env({**os.environ, **(overrides or {})}, Path(app.instance_path))
+    app.extensions["settings"] = settings
+    app.config["TESTING"] = settings.app_env == "testing"
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    return app
+
+
+def get_settings(app: Flask) -> Settings:
+    """The validated settings of ``app`` (typed access to ``app.extensions``)."""
+    settings: Settings = app.extensions["settings"]
+    return settings

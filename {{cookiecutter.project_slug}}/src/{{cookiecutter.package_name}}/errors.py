@@ -1,0 +1,62 @@
+"""Every error leaves the app as JSON ``{error, message[, retry_after_ms]}``.
+
+``error`` is a stable machine-readable code; ``message`` is for humans. Never an HTML page,
+never a traceback, never the string "None".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API reports on purpose, with its HTTP status and stable code."""
+
+    def __init__(
+        self, status: int, error: str, message: str, retry_after_ms: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+
+
+def error_response(
+    status: int, error: str, message: str, retry_after_ms: int | None = None
+) -> Response:
+    body: dict[str, object] = {"error": error, "message": message}
+    if retry_after_ms is not None:
+        body["retry_after_ms"] = retry_after_ms
+    response = jsonify(body)
+    response.status_code = status
+    if retry_after_ms is not None:
+        # Retry-After is in whole seconds; round up so clients never retry too early.
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after_ms / 1000)))
+    return response
+
+
+def _http_error_code(exc: HTTPException) -> str:
+    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def handle_api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.error, exc.message, exc.retry_after_ms)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        return error_response(status, _http_error_code(exc), exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "The server failed to handle the request.")
