@@ -15,7 +15,15 @@ from jinja2.ext import Extension
 MICROCENTS_PER_USD = 100_000_000
 
 # TOML basic strings forbid raw control characters (except tab), quotes and backslashes.
-_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
 
 
 def toml_str(value: object) -> str:

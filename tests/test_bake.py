@@ -1,0 +1,126 @@
+"""Bake every choice combination and check the output statically.
+
+For every bake: no template syntax left over, every Python file compiles, ruff (lint and
+format) passes with the generated project's own configuration, and every TOML, YAML and
+JSON file parses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CHOICE_PROMPTS, Baker
+from matrix import COVER, MATRIX, row_id, uncovered
+
+# What an unrendered Jinja tag looks like (a user's own "{{ 7*7 }}" is not one of these).
+LEFTOVER_RE = re.compile(r"\{\{\s*cookiecutter|\{%-?\s|\{#")
+HOSTILE_TEXT = "Ünïcødé 名前 \"quoted\" 'single' back\\slash {{ 7*7 }} ${HOME} `tick` <b>&amp;"
+HOSTILE = {
+    "project_name": HOSTILE_TEXT + "\nsecond line",
+    "project_slug": "hostile-app",
+    "package_name": "hostile_app",
+    "description": HOSTILE_TEXT + "\n\"\"\"\n'''\n# not a comment",
+    "author_name": 'O\'Brien "Bob" Ångström\\',
+    "author_email": "o.brien+test@example.co.uk",
+}
+
+
+def text_files(project: Path) -> list[Path]:
+    files = []
+    for path in sorted(project.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            try:
+                path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue
+            files.append(path)
+    return files
+
+
+def check_static(project: Path) -> None:
+    for path in text_files(project):
+        text = path.read_text(encoding="utf-8")
+        leftover = LEFTOVER_RE.search(text)
+        assert leftover is None, f"unrendered template syntax in {path}: {leftover.group()!r}"
+        if path.suffix == ".py":
+            compile(text, str(path), "exec")
+        elif path.suffix == ".toml":
+            tomllib.loads(text)
+        elif path.suffix in {".yaml", ".yml"}:
+            list(yaml.safe_load_all(text))
+        elif path.suffix == ".json":
+            json.loads(text)
+
+
+def run_ruff(*projects: Path) -> None:
+    for command in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, *map(str, projects)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, f"ruff {command[0]} failed:\n{result.stdout}{result.stderr}"
+
+
+def test_matrix_bakes_every_value_of_every_choice() -> None:
+    for name, values in CHOICE_PROMPTS.items():
+        assert {row[name] for row in MATRIX} == set(values), name
+    core = {(r["tenant_auth"], r["tenant_isolation"], r["llm_provider"]) for r in MATRIX}
+    assert len(core) == 2 * 2 * 3
+
+
+def test_cover_is_pairwise_and_starts_with_the_defaults() -> None:
+    assert uncovered(COVER, CHOICE_PROMPTS) == set()
+    assert COVER[0] == {name: values[0] for name, values in CHOICE_PROMPTS.items()}
+
+
+@pytest.mark.parametrize("answers", MATRIX, ids=row_id)
+def test_bake_is_clean(bake: Baker, answers: dict[str, str]) -> None:
+    project = bake(**answers)
+    check_static(project)
+    run_ruff(project)
+    package = project / "src" / "llm_service"
+    assert (package / "__init__.py").is_file()
+    provider = answers["llm_provider"]
+    for sdk in ("openai", "anthropic"):
+        present = (package / "llm" / f"{sdk}_provider.py").exists()
+        assert present == (provider == sdk), f"{sdk} provider file present={present}"
+    assert (project / "LICENSE").exists() == (answers["license"] != "Proprietary")
+    assert (project / "Dockerfile").exists() == (answers["use_docker"] == "yes")
+    assert (project / "compose.yaml").exists() == (answers["use_docker"] == "yes")
+    assert (project / ".github").exists() == (answers["ci"] == "github")
+
+
+def test_defaults_bake_with_no_input(bake: Baker) -> None:
+    project = bake()
+    assert project.name == "llm-service"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "llm-service"
+    check_static(project)
+    run_ruff(project)
+
+
+def test_hostile_free_text_bakes_safely(bake: Baker) -> None:
+    # Cookiecutter renders answers given with --no-input as templates themselves; wrap the
+    # hostile text in a raw block so that the literal text is what reaches our files, as it
+    # does when a person types it at the prompt.
+    answers = {key: "{% raw %}" + value + "{% endraw %}" for key, value in HOSTILE.items()}
+    project = bake(**answers)
+    check_static(project)
+    run_ruff(project)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    description = pyproject["project"]["description"]
+    assert "{{ 7*7 }}" in description and "49" not in description
+    assert "\n" not in description
+    assert pyproject["project"]["authors"][0]["name"] == " ".join(HOSTILE["author_name"].split())
+    readme = (project / "README.md").read_text()
+    assert readme.startswith("# ")
+    assert "<b>" not in readme, "HTML in free text must be escaped in the README"
