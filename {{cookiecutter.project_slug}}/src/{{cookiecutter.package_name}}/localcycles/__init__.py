@@ -1,0 +1,20 @@
+"""An embedded, Cycles-protocol-compatible budget server for development and tests.
+
+Standard library only: a SQLite ledger (WAL, one ``BEGIN IMMEDIATE`` transaction per
+mutation, safe across threads and processes) behind an HTTP/1.1 server that speaks the
+Cycles v0 wire protocol and the provisioning subset of the reference admin API::
+
+    server = LocalCyclesServer("instance/cycles.sqlite3", admin_key="dev-admin").start()
+    server.ledger.create_tenant("acme")
+    key = server.ledger.create_api_key("acme")
+    server.ledger.set_budget("tenant:acme", allocated=100_000_000)
+    ...  # point runcycles.CyclesConfig(base_url=server.base_url, api_key=key) at it
+    server.stop()
+"""
+
+from .errors import CyclesError
+from .ledger import LocalLedger
+from .process import main, spawn_server_process
+from .server import LocalCyclesServer
+
+__all__ = ["CyclesError", "LocalCyclesServer", "LocalLedger", "main", "spawn_server_process"]

@@ -1,0 +1,229 @@
+"""SQLite plumbing: schema, connection pool and the one-transaction-per-mutation helper.
+
+Concurrency model: every mutation runs in one ``BEGIN IMMEDIATE`` transaction, which takes
+SQLite's single write lock up front, so a read-check-write sequence can never interleave with
+another writer in this or any other process. Inside one process, writers additionally queue
+on a ``threading.Lock`` first: SQLite's busy handler polls with sleeps, a mutex hands over
+immediately. Across processes ``busy_timeout`` does the waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'ACTIVE',
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL UNIQUE,
+    key_prefix TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'ACTIVE',
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS budgets (
+    scope TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    ledger_id TEXT NOT NULL,
+    allocated INTEGER NOT NULL,
+    spent INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0,
+    debt INTEGER NOT NULL DEFAULT 0,
+    overdraft_limit INTEGER NOT NULL DEFAULT 0,
+    is_over_limit INTEGER NOT NULL DEFAULT 0,
+    commit_overage_policy TEXT,
+    caps TEXT,
+    status TEXT NOT NULL DEFAULT 'ACTIVE',
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (scope, unit)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS budgets_tenant ON budgets (tenant_id, scope);
+CREATE TABLE IF NOT EXISTS reservations (
+    reservation_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    action TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    scope_path TEXT NOT NULL,
+    affected_scopes TEXT NOT NULL,
+    budgeted_scopes TEXT NOT NULL,
+    overage_policy TEXT NOT NULL,
+    idempotency_key TEXT,
+    metadata TEXT,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    grace_ms INTEGER NOT NULL,
+    extension_count INTEGER NOT NULL DEFAULT 0,
+    committed INTEGER,
+    finalized_at_ms INTEGER,
+    final_key TEXT,
+    final_hash TEXT,
+    final_response TEXT,
+    committed_metadata TEXT
+);
+CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations (tenant_id, created_at_ms);
+-- Lazy expiry looks only at live holds whose grace has run out.
+CREATE INDEX IF NOT EXISTS reservations_live
+    ON reservations (expires_at_ms + grace_ms) WHERE status = 'ACTIVE';
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload_hash TEXT NOT NULL,
+    response TEXT NOT NULL,
+    reservation_id TEXT,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, endpoint, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    scope_path TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    charged INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+"""
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(path: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(path, threading.Lock())
+
+
+def _connect(path: str, autocheckpoint: bool) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    # NORMAL is durable against application crashes under WAL; only an OS crash or power
+    # loss can lose the last transactions. Right for a dev/test ledger, and much faster.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    if not autocheckpoint:
+        # A checkpoint fsyncs the database; the server runs them from a background thread
+        # instead of in whichever request happens to cross the WAL size threshold.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Database:
+    """A pool of connections to one SQLite file, shared by all threads of a process."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.autocheckpoint = True
+        self._modes: dict[int, bool] = {}
+        self.path = os.path.abspath(os.fspath(path))
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all: list[sqlite3.Connection] = []
+        self._all_guard = threading.Lock()
+        self._write_lock = _process_lock(self.path)
+        self._closed = False
+        with self.read() as conn:
+            # WAL lets readers run while one writer commits, in this and other processes.
+            # Small pages: each commit rewrites every page it touches into the WAL.
+            conn.execute("PRAGMA page_size = 1024")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # CREATE ... IF NOT EXISTS is idempotent, so processes may race here safely.
+            conn.executescript(SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _acquire(self) -> sqlite3.Connection:
+        try:
+            conn = self._pool.get_nowait()
+        except queue.Empty:
+            conn = _connect(self.path, self.autocheckpoint)
+            with self._all_guard:
+                self._all.append(conn)
+            self._modes[id(conn)] = self.autocheckpoint
+        if self._modes.get(id(conn)) != self.autocheckpoint:
+            # The checkpointer was started or stopped since this connection last ran.
+            pages = 1000 if self.autocheckpoint else 0
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+            self._modes[id(conn)] = self.autocheckpoint
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode: each SELECT sees a consistent snapshot."""
+        conn = self._acquire()
+        try:
+            yield conn
+        finally:
+            self._pool.put(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on any error."""
+        conn = self._acquire()
+        try:
+            with self._write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+        finally:
+            self._pool.put(conn)
+
+    def start_checkpointer(self, interval_s: float = 0.5) -> threading.Event:
+        """Checkpoint the WAL from a daemon thread; request connections then skip it.
+
+        Returns the Event that stops the thread. PASSIVE checkpoints never block writers.
+        """
+        stop = threading.Event()
+        self.autocheckpoint = False
+
+        def loop() -> None:
+            conn = _connect(self.path, autocheckpoint=False)
+            try:
+                while not stop.wait(interval_s):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        threading.Thread(target=loop, name="localcycles-checkpoint", daemon=True).start()
+        return stop
+
+    def stop_checkpointer(self, stop: threading.Event) -> None:
+        stop.set()
+        self.autocheckpoint = True
+
+    def close(self) -> None:
+        with self._all_guard:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()

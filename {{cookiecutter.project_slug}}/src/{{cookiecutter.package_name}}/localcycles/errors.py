@@ -1,0 +1,49 @@
+"""Protocol errors: one exception type that the HTTP layer turns into an error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Largest value an int64 amount may take (the spec's ``format: int64``).
+MAX_INT64 = 9_223_372_036_854_775_807
+
+
+class CyclesError(Exception):
+    """A protocol error with its HTTP status and stable ``error`` code.
+
+    Raised anywhere below the HTTP layer; the server renders it as
+    ``{error, message, request_id, trace_id[, details]}``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+def invalid(message: str, details: dict[str, Any] | None = None) -> CyclesError:
+    """400 INVALID_REQUEST: the request itself is malformed."""
+    return CyclesError(400, "INVALID_REQUEST", message, details)
+
+
+def not_found(message: str) -> CyclesError:
+    return CyclesError(404, "NOT_FOUND", message)
+
+
+def forbidden(message: str) -> CyclesError:
+    return CyclesError(403, "FORBIDDEN", message)
+
+
+def conflict(code: str, message: str, details: dict[str, Any] | None = None) -> CyclesError:
+    """409: the request is valid but the ledger state refuses it."""
+    return CyclesError(409, code, message, details)

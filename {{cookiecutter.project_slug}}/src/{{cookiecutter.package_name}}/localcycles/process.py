@@ -1,0 +1,91 @@
+"""Run the server as its own OS process: the CLI entry point and a spawner for tests/benchmarks.
+
+The spawner loads this package from its directory under a private module name, so the child
+imports neither the enclosing application package nor anything next to it on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+from .server import LocalCyclesServer
+
+_BOOTSTRAP = (
+    "import importlib.util, sys; d = sys.argv.pop(1); "
+    "spec = importlib.util.spec_from_file_location('_localcycles', d + '/__init__.py', "
+    "submodule_search_locations=[d]); m = importlib.util.module_from_spec(spec); "
+    "sys.modules['_localcycles'] = m; spec.loader.exec_module(m); "
+    "sys.exit(m.main(sys.argv[1:]))"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m <package>.localcycles --db PATH [--port N] [--admin-key K]``.
+
+    Prints the base URL on one line (flushed) once it accepts connections, then serves
+    until SIGTERM or SIGINT.
+    """
+    parser = argparse.ArgumentParser(
+        prog="localcycles", description="Local Cycles-protocol server (SQLite ledger)"
+    )
+    parser.add_argument("--db", required=True, help="SQLite ledger file (created if missing)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--admin-key",
+        default=os.environ.get("LOCALCYCLES_ADMIN_KEY"),
+        help="enables /v1/admin (default: $LOCALCYCLES_ADMIN_KEY)",
+    )
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    server = LocalCyclesServer(args.db, args.host, args.port, args.admin_key).start()
+    done = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(server.base_url, flush=True)
+    while not done.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+def spawn_server_process(
+    db_path: str, *, port: int = 0, admin_key: str | None = None, timeout: float = 15.0
+) -> tuple[subprocess.Popen[str], str]:
+    """Start a server in a child process on ``db_path``; return (process, base_url).
+
+    The caller owns the process: ``proc.terminate(); proc.wait()``.
+    """
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, "-c", _BOOTSTRAP, package_dir, "--db", db_path, "--port", str(port)]
+    if admin_key:
+        cmd += ["--admin-key", admin_key]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    result: list[str] = []
+    reader = threading.Thread(
+        target=lambda: result.append(
+            proc.stdout.readline()  # type: ignore[union-attr]
+        ),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(timeout)
+    url = result[0].strip() if result else ""
+    if not url.startswith("http://"):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"localcycles process did not start (got {url!r})")
+    return proc, url

@@ -1,0 +1,125 @@
+"""Query-string parsing for the list endpoints (GET /v1/reservations, GET /v1/balances)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import invalid
+from .scopes import LEVELS
+from .wire import parse_iso_ms
+
+SORT_COLUMNS = {
+    "reservation_id": "reservation_id",
+    "tenant": "tenant_id",
+    "scope_path": "scope_path",
+    "status": "status",
+    "reserved": "amount",
+    "created_at_ms": "created_at_ms",
+    "expires_at_ms": "expires_at_ms",
+}
+STATUSES = ("ACTIVE", "COMMITTED", "RELEASED", "EXPIRED")
+#: Window filters: query names -> column they bind to.
+WINDOWS = (
+    ("from", "to", "created_at_ms"),
+    ("expires_from", "expires_to", "expires_at_ms"),
+    ("finalized_from", "finalized_to", "finalized_at_ms"),
+)
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    where: list[tuple[str, Any]]
+    order_by: str
+    descending: bool
+    offset: int
+    limit: int
+    fingerprint: str
+
+
+def limit(params: dict[str, str]) -> int:
+    raw = params.get("limit", "")
+    if raw == "":
+        return 50
+    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+        raise invalid("limit must be an integer in [1, 200]")
+    return int(raw)
+
+
+def subject_filters(params: dict[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for level in LEVELS:
+        value = params.get(level)
+        if value:
+            if len(value) > 128:
+                raise invalid(f"{level} must be at most 128 characters")
+            out[level] = value
+    return out
+
+
+def encode_cursor(payload: dict[str, Any]) -> str:
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise invalid("cursor is not valid") from None
+    if not isinstance(value, dict):
+        raise invalid("cursor is not valid")
+    return value
+
+
+def reservations(params: dict[str, str]) -> ListQuery:
+    """Filters, sort and offset-cursor for GET /v1/reservations."""
+    where: list[tuple[str, Any]] = []
+    key = params.get("idempotency_key")
+    if key:
+        where.append(("idempotency_key = ?", key))
+    status = params.get("status")
+    if status:
+        if status not in STATUSES:
+            raise invalid(f"status must be one of {', '.join(STATUSES)}")
+        where.append(("status = ?", status))
+    for level, value in subject_filters(params).items():
+        if level != "tenant":
+            where.append(("instr('/' || scope_path || '/', ?) > 0", f"/{level}:{value.lower()}/"))
+    for low_name, high_name, column in WINDOWS:
+        low, high = _instant(params, low_name), _instant(params, high_name)
+        if low is not None and high is not None and low > high:
+            raise invalid(f"{low_name} must not be after {high_name}")
+        if low is not None:
+            where.append((f"{column} >= ?", low))
+        if high is not None:
+            where.append((f"{column} <= ?", high))
+    sort_by = params.get("sort_by") or "created_at_ms"
+    order_by = SORT_COLUMNS.get(sort_by, "created_at_ms")  # unknown keys are ignored
+    descending = params.get("sort_dir", "desc") != "asc"
+    fingerprint = hashlib.sha256(
+        json.dumps([where, order_by, descending], default=str).encode()
+    ).hexdigest()[:16]
+    offset = 0
+    cursor = params.get("cursor")
+    if cursor:
+        state = decode_cursor(cursor)
+        if state.get("f") != fingerprint or not isinstance(state.get("o"), int):
+            raise invalid("cursor does not match this query")
+        offset = max(0, state["o"])
+    return ListQuery(where, order_by, descending, offset, limit(params), fingerprint)
+
+
+def _instant(params: dict[str, str], name: str) -> int | None:
+    raw = params.get(name, "").strip()
+    if not raw:  # blank bounds are unset, by the spec
+        return None
+    try:
+        return parse_iso_ms(raw)
+    except ValueError:
+        raise invalid(f"{name} must be an ISO 8601 date-time") from None

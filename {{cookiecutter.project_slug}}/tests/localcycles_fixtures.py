@@ -1,0 +1,145 @@
+"""Fixtures for tests that talk to the embedded local Cycles server over real HTTP.
+
+Import them into a test module (or conftest.py) with
+``from localcycles_fixtures import *``. Test modules import the package's localcycles names
+from here too, so their import block does not depend on the generated package's name.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from runcycles import CyclesClient, CyclesConfig
+
+from {{ cookiecutter.package_name }}.localcycles import (
+    LocalCyclesServer,
+    LocalLedger,
+    spawn_server_process,
+)
+
+__all__ = [
+    "LC_ADMIN_KEY",
+    "LC_TENANT",
+    "LC_UNIT",
+    "FakeClock",
+    "LocalCyclesServer",
+    "LocalLedger",
+    "lc_api_key",
+    "lc_client",
+    "lc_client_factory",
+    "lc_clock",
+    "lc_http",
+    "lc_ledger",
+    "lc_server",
+    "reservation_body",
+    "spawn_server_process",
+]
+
+LC_TENANT = "acme"
+LC_ADMIN_KEY = "test-admin-key"
+LC_UNIT = "USD_MICROCENTS"
+
+
+class FakeClock:
+    """Injectable server clock (epoch ms) so expiry tests advance time instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now_ms = time.time_ns() // 1_000_000
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
+@pytest.fixture
+def lc_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def lc_server(tmp_path: Path, lc_clock: FakeClock) -> Iterator[LocalCyclesServer]:
+    """A running server on a fresh ledger file, with the admin API enabled."""
+    server = LocalCyclesServer(
+        str(tmp_path / "cycles.sqlite3"), admin_key=LC_ADMIN_KEY, clock=lc_clock
+    ).start()
+    yield server
+    server.stop()
+    server.ledger.close()
+
+
+@pytest.fixture
+def lc_ledger(lc_server: LocalCyclesServer) -> LocalLedger:
+    return lc_server.ledger
+
+
+@pytest.fixture
+def lc_api_key(lc_ledger: LocalLedger) -> str:
+    """An API key of tenant ``acme`` (no budgets: tests set the ones they need)."""
+    lc_ledger.create_tenant(LC_TENANT)
+    return lc_ledger.create_api_key(LC_TENANT)
+
+
+@pytest.fixture
+def lc_client_factory(
+    lc_server: LocalCyclesServer, tmp_path: Path
+) -> Iterator[Callable[..., CyclesClient]]:
+    """Build real runcycles clients for the server: ``make(api_key, **config_overrides)``."""
+    clients: list[CyclesClient] = []
+
+    def make(api_key: str, **overrides: Any) -> CyclesClient:
+        settings: dict[str, Any] = {
+            "base_url": lc_server.base_url,
+            "api_key": api_key,
+            "retry_enabled": False,
+            "retry_flush_timeout": 0,
+            "journal_dir": str(tmp_path / "journal"),
+            "read_timeout": 10.0,
+        }
+        settings.update(overrides)
+        client = CyclesClient(CyclesConfig(**settings))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def lc_client(lc_client_factory: Callable[..., CyclesClient], lc_api_key: str) -> CyclesClient:
+    """A runcycles client authenticated as tenant ``acme``."""
+    return lc_client_factory(lc_api_key)
+
+
+@pytest.fixture
+def lc_http(lc_server: LocalCyclesServer) -> Iterator[httpx.Client]:
+    """Raw HTTP access (no auth header) for malformed-input and admin tests."""
+    with httpx.Client(base_url=lc_server.base_url, timeout=10.0) as client:
+        yield client
+
+
+def reservation_body(
+    amount: int,
+    *,
+    subject: dict[str, str] | None = None,
+    key: str | None = None,
+    unit: str = LC_UNIT,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A POST /v1/reservations body (also fits /v1/decide without lease fields)."""
+    body: dict[str, Any] = {
+        "idempotency_key": key or uuid.uuid4().hex,
+        "subject": subject or {"tenant": LC_TENANT},
+        "action": {"kind": "llm.completion", "name": "test-model"},
+        "estimate": {"unit": unit, "amount": amount},
+    }
+    body.update(extra)
+    return body
