@@ -1,0 +1,621 @@
+"""The production path of a generated project: gunicorn, Docker, compose, pre-commit, CI,
+cruft, LICENSE and README.
+
+Docker cannot run here, so the container files are checked for what can be checked without
+it: they parse, every file they copy exists, compose's settings are the ones the app reads
+and are accepted by the app's own settings loader, and the bootstrap command provisions a
+Cycles admin API (the embedded server) exactly as compose runs it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import runpy
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import TEMPLATE_DIR, Baker
+
+VENV_BIN = Path(sys.executable).parent
+PACKAGE = "llm_service"
+# Three bakes cover every production file choice; DEFAULT has Docker, CI and MIT.
+DEFAULT: dict[str, str] = {}
+OTHER = {
+    "tenant_auth": "trusted_header",
+    "tenant_isolation": "tenant",
+    "llm_provider": "fake",
+    "license": "Apache-2.0",
+}
+BARE = {"license": "Proprietary", "use_docker": "no", "ci": "none"}
+DOCKER_BAKES = pytest.mark.parametrize("answers", [DEFAULT, OTHER], ids=["default", "other"])
+
+
+def run(
+    args: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def project_env(project: Path, **extra: str) -> dict[str, str]:
+    """A clean environment that imports the baked package from its source tree."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CYCLES_", "FLASK_"))}
+    path = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
+    return {**env, "PATH": path, "PYTHONPATH": str(project / "src"), **extra}
+
+
+# --- .env.example and config.py ----------------------------------------------------------
+
+ENV_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=", re.MULTILINE)
+
+
+def env_example_names(project: Path) -> set[str]:
+    return set(ENV_LINE.findall((project / ".env.example").read_text()))
+
+
+def names_read_by(path: Path) -> set[str]:
+    """Environment variable names a Python file mentions as string literals."""
+    return set(re.findall(r"[\"']([A-Z][A-Z0-9_]{2,})[\"']", path.read_text()))
+
+
+def app_setting_names(project: Path) -> set[str]:
+    config = project / "src" / PACKAGE / "config.py"
+    provider_keys = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}  # read as f"{PROVIDER}_API_KEY"
+    return names_read_by(config) | names_read_by(project / "gunicorn.conf.py") | provider_keys
+
+
+# --- gunicorn ------------------------------------------------------------------------------
+
+
+def load_gunicorn_conf(project: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
+    for name in ("PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "LLM_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(project / "gunicorn.conf.py"))
+
+
+def test_gunicorn_conf_reads_the_environment(bake: Baker, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = bake(**DEFAULT)
+    conf = load_gunicorn_conf(project, monkeypatch)
+    assert conf["wsgi_app"] == f"{PACKAGE}:create_app()"
+    assert conf["bind"] == "0.0.0.0:8000"
+    assert conf["worker_class"] == "gthread" and not conf["preload_app"]
+    assert 1 <= conf["workers"] <= 4 and conf["threads"] == 8
+    assert conf["timeout"] > 30 and conf["graceful_timeout"] >= conf["timeout"]
+    assert conf["accesslog"] == "-" and "%(s)s" in conf["access_log_format"]
+
+    conf = load_gunicorn_conf(
+        project, monkeypatch, PORT="9001", WEB_CONCURRENCY="3", GUNICORN_THREADS="5",
+        LLM_TIMEOUT="120",
+    )  # fmt: skip
+    assert (conf["bind"], conf["workers"], conf["threads"]) == ("0.0.0.0:9001", 3, 5)
+    assert conf["timeout"] > 120, "a worker must outlive the LLM timeout"
+
+
+def test_gunicorn_accepts_the_config_and_imports_the_app(bake: Baker, tmp_path: Path) -> None:
+    project = bake(**DEFAULT)
+    env = project_env(project, APP_ENV="testing", CYCLES_JOURNAL_DIR=str(tmp_path / "j"))
+    result = run([sys.executable, "-m", "gunicorn", "--check-config"], project, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Dockerfile ----------------------------------------------------------------------------
+
+
+def runtime_env(project: Path) -> dict[str, str]:
+    """ENV of the final (runtime) stage: what the containers start with."""
+    steps = dockerfile_instructions(project)
+    last_from = max(i for i, (kind, _) in enumerate(steps) if kind == "FROM")
+    return dict(
+        item.split("=", 1)
+        for kind, arg in steps[last_from:]
+        if kind == "ENV"
+        for item in arg.split()
+    )
+
+
+def dockerfile_instructions(project: Path) -> list[tuple[str, str]]:
+    text = (project / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def dockerignored(project: Path, relative: str) -> bool:
+    patterns = [
+        line.strip()
+        for line in (project / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    return any(not p.startswith("!") and Path(relative).match(p.lstrip("*/")) for p in patterns)
+
+
+@DOCKER_BAKES
+def test_dockerfile_is_multi_stage_slim_and_non_root(bake: Baker, answers: dict) -> None:
+    project = bake(**answers)
+    steps = dockerfile_instructions(project)
+    kinds = [kind for kind, _ in steps]
+    froms = [arg for kind, arg in steps if kind == "FROM"]
+    assert froms == ["python:3.11-slim AS build", "python:3.11-slim"]
+    assert any("pip wheel" in arg for kind, arg in steps if kind == "RUN")
+    assert any(arg.startswith("--from=build /wheels") for kind, arg in steps if kind == "COPY")
+    user = [arg for kind, arg in steps if kind == "USER"]
+    assert user and user[-1] not in {"root", "0"}
+    assert kinds.index("USER") < kinds.index("CMD") and kinds[-1] == "CMD"
+    health = next(arg for kind, arg in steps if kind == "HEALTHCHECK")
+    assert '"python", "-c"' in health and "/healthz" in health
+    cmd = json.loads(next(arg for kind, arg in steps if kind == "CMD"))
+    assert cmd == ["gunicorn"]
+    env = runtime_env(project)
+    assert (env["FLASK_APP"], env["APP_ENV"], env["PORT"]) == (PACKAGE, "production", "8000")
+    # Every file the build copies from the context exists and is not .dockerignored.
+    for kind, arg in steps:
+        if kind == "COPY" and not arg.startswith("--from"):
+            *sources, _ = arg.split()
+            for source in sources:
+                assert (project / source).exists(), f"COPY {source}: missing"
+                assert not dockerignored(project, source), f"COPY {source}: .dockerignored"
+    # The non-root user must be able to create Flask's instance folder of the installed app.
+    assert f"/usr/local/var/{PACKAGE}-instance" in (project / "Dockerfile").read_text()
+
+
+# --- compose.yaml --------------------------------------------------------------------------
+
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: object, env: Mapping[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, for the test's sample .env."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if op and op.endswith("?"):
+            raise AssertionError(f"compose requires {name}: {arg}")
+        return arg or ""
+
+    return INTERPOLATION.sub(one, str(value)).replace("$$", "$")
+
+
+def sample_dotenv(answers: Mapping[str, str]) -> dict[str, str]:
+    """What a user puts in .env before `docker compose up` (see the README)."""
+    env = {"REDIS_PASSWORD": "redis-secret", "ADMIN_API_KEY": "admin-secret"}
+    if answers.get("tenant_auth", "api_key") == "api_key":
+        env["TENANT_API_KEYS"] = "acme=" + "a" * 64 + ",globex=" + "b" * 64
+    else:
+        env["TENANTS"] = "acme,globex"
+    if answers.get("llm_provider", "openai") != "fake":
+        env[answers.get("llm_provider", "openai").upper() + "_API_KEY"] = "sk-test"
+    return env
+
+
+def service_env(service: Mapping[str, Any], dotenv: Mapping[str, str]) -> dict[str, str]:
+    return {k: interpolate(v, dotenv) for k, v in service.get("environment", {}).items()}
+
+
+def load_compose(project: Path) -> dict[str, Any]:
+    compose = yaml.safe_load((project / "compose.yaml").read_text())
+    assert isinstance(compose, dict)
+    return compose
+
+
+@DOCKER_BAKES
+def test_compose_runs_the_app_beside_the_pinned_cycles_stack(bake: Baker, answers: dict) -> None:
+    project = bake(**answers)
+    services = load_compose(project)["services"]
+    assert set(services) == {"redis", "cycles-server", "cycles-admin", "cycles-bootstrap", "app"}
+    images = {name: s.get("image", "") for name, s in services.items()}
+    assert images["cycles-server"] == "ghcr.io/runcycles/cycles-server:0.1.25.59"
+    assert images["cycles-admin"] == "ghcr.io/runcycles/cycles-server-admin:0.1.25.47"
+    assert images["redis"] == "redis:7-alpine"
+    dotenv = sample_dotenv(answers)
+    app = service_env(services["app"], dotenv)
+    boot = service_env(services["cycles-bootstrap"], dotenv)
+
+    # URLs the app and the bootstrap use name the right services on their published ports.
+    urls = {"cycles-server": app["CYCLES_BASE_URL"], "cycles-admin": boot["CYCLES_ADMIN_URL"]}
+    for target, url in urls.items():
+        match = re.fullmatch(r"http://([a-z-]+):(\d+)", url)
+        assert match and match.group(1) == target, url
+        port = match.group(2)
+        assert any(p.endswith(f":{port}:{port}") for p in services[target]["ports"])
+        assert services[target]["healthcheck"]["test"][-1].startswith(f"http://127.0.0.1:{port}/")
+    # The Cycles stack and the bootstrap agree on the admin key and the Redis password.
+    for name in ("cycles-server", "cycles-admin"):
+        stack = service_env(services[name], dotenv)
+        assert stack["ADMIN_API_KEY"] == boot["CYCLES_ADMIN_API_KEY"] == "admin-secret"
+        assert (stack["REDIS_HOST"], stack["REDIS_PASSWORD"]) == ("redis", "redis-secret")
+    assert interpolate(services["redis"]["command"][-1], dotenv) == "redis-secret"
+    # The app starts after the bootstrap finished, reading the keys it left in the volume.
+    assert services["app"]["depends_on"]["cycles-bootstrap"]["condition"] == (
+        "service_completed_successfully"
+    )
+    env_file = services["cycles-bootstrap"]["command"][-1]
+    assert f". {env_file}" in services["app"]["command"][-1]
+    assert services["app"]["command"][-1].endswith("exec gunicorn")
+    assert "CYCLES_ADMIN_API_KEY" not in app, "the serving app does not need the admin key"
+
+
+@DOCKER_BAKES
+def test_compose_settings_are_the_apps_settings(bake: Baker, answers: dict) -> None:
+    project = bake(**answers)
+    services = load_compose(project)["services"]
+    known = app_setting_names(project) | {"CYCLES_BOOTSTRAP_BUDGET_USD"}
+    for name in ("app", "cycles-bootstrap"):
+        unknown = set(services[name]["environment"]) - known
+        assert not unknown, f"{name} sets variables the app never reads: {unknown}"
+    text = (project / "compose.yaml").read_text()
+    undocumented = {m.group(1) for m in INTERPOLATION.finditer(text)} - env_example_names(project)
+    assert not undocumented, f"compose reads variables missing from .env.example: {undocumented}"
+
+
+@contextmanager
+def embedded_cycles(project: Path, tmp_path: Path, admin_key: str) -> Iterator[str]:
+    """The generated project's own Cycles server in a child process; yields its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"{PACKAGE}.localcycles", "--db", str(tmp_path / "stack.sqlite3"),
+         "--admin-key", admin_key],
+        env=project_env(project), stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://"), "embedded Cycles server did not start"
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def check_settings(project: Path, env: Mapping[str, str], tmp_path: Path) -> str:
+    """Load the app's settings from exactly ``env`` (as the container would); print a summary."""
+    script = (
+        "import json, os, sys; from pathlib import Path;"
+        f"from {PACKAGE}.config import Settings;"
+        "s = Settings.from_env(json.loads(sys.argv[1]), Path(sys.argv[2]));"
+        "print(s.app_env, s.cycles_base_url, sorted(s.tenants))"
+    )
+    result = run(
+        [sys.executable, "-c", script, json.dumps(dict(env)), str(tmp_path)], tmp_path,
+        project_env(project),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@DOCKER_BAKES
+def test_compose_bootstrap_provisions_and_the_app_accepts_its_keys(
+    bake: Baker, answers: dict, tmp_path: Path
+) -> None:
+    """Run the bootstrap service's command with its environment, its admin URL pointed at
+    the embedded server; then the app service's environment plus the written keys must be
+    valid production settings."""
+    project = bake(**answers)
+    services = load_compose(project)["services"]
+    dotenv = sample_dotenv(answers)
+    dockerfile_env = runtime_env(project)
+    command = services["cycles-bootstrap"]["command"]
+    env_file = tmp_path / "bootstrap" / Path(command[-1]).name
+    env_file.parent.mkdir()
+    command = [*command[:-1], str(env_file)]
+    assert command[:3] == ["flask", "cycles", "provision"]
+
+    with embedded_cycles(project, tmp_path, admin_key=dotenv["ADMIN_API_KEY"]) as url:
+        boot = {**dockerfile_env, **service_env(services["cycles-bootstrap"], dotenv)}
+        boot["CYCLES_ADMIN_URL"] = url
+        boot["CYCLES_JOURNAL_DIR"] = str(tmp_path / "journal")
+        env = project_env(project, **boot)
+        result = run([str(VENV_BIN / "flask"), *command[1:]], tmp_path, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "budget tenant:" in result.stdout
+        first = env_file.read_text()
+        again = run([str(VENV_BIN / "flask"), *command[1:]], tmp_path, env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert env_file.read_text() == first, "a re-run must keep the runtime keys"
+
+    keys = {k: shlex.split(v)[0] for k, v in (line.split("=", 1) for line in first.splitlines())}
+    app = {**dockerfile_env, **service_env(services["app"], dotenv), **keys}
+    summary = check_settings(project, app, tmp_path)
+    assert summary == "production http://cycles-server:7878 ['acme', 'globex']"
+
+
+# --- pre-commit and CI -----------------------------------------------------------------------
+
+
+def git(project: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+    }  # fmt: skip
+    result = run(["git", *args], project, env)
+    assert result.returncode == 0, result.stderr
+
+
+def fresh_copy(project: Path, tmp_path: Path) -> Path:
+    target = tmp_path / project.name
+    shutil.copytree(project, target, ignore=shutil.ignore_patterns("__pycache__", ".*_cache"))
+    return target
+
+
+@pytest.mark.slow
+def test_pre_commit_passes_on_a_fresh_bake_with_local_hooks_only(
+    bake: Baker, tmp_path: Path
+) -> None:
+    project = fresh_copy(bake(**DEFAULT), tmp_path)
+    config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+    assert [repo["repo"] for repo in config["repos"]] == ["local"], "only PyPI is reachable"
+    ids = {hook["id"] for hook in config["repos"][0]["hooks"]}
+    assert {"ruff", "ruff-format", "mypy", "trailing-whitespace", "end-of-file"} <= ids
+    assert {"check-yaml", "check-toml", "large-files"} <= ids
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    env = project_env(project, PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"))
+    env.pop("PYTHONPATH")
+    result = run([str(VENV_BIN / "pre-commit"), "run", "--all-files"], project, env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # The hygiene hooks do catch problems.
+    (project / "notes.txt").write_text("trailing \nno final newline")
+    (project / "broken.yaml").write_text("a: [1, 2\n")
+    git(project, "add", "-A")
+    hooks = {
+        "trailing-whitespace": "notes.txt:1:",
+        "end-of-file": "notes.txt:2:",
+        "check-yaml": "broken.yaml:",
+    }
+    for hook, complaint in hooks.items():
+        command = [str(VENV_BIN / "pre-commit"), "run", hook, "--all-files"]
+        result = run(command, project, env, timeout=60)
+        assert result.returncode == 1 and complaint in result.stdout, (hook, result.stdout)
+
+
+def readme_commands(project: Path) -> set[str]:
+    readme = (project / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.DOTALL)
+    return {line.strip() for block in blocks for line in block.splitlines()}
+
+
+def test_ci_runs_the_readme_commands(bake: Baker) -> None:
+    project = bake(**DEFAULT)
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "pull_request" in triggers and "push" in triggers
+    steps = workflow["jobs"]["test"]["steps"]
+    commands = [step["run"] for step in steps if "run" in step]
+    assert commands == [
+        "pip install -e '.[dev]'", "ruff check .", "ruff format --check .", "mypy", "pytest"
+    ]  # fmt: skip
+    documented = readme_commands(project)
+    for command in commands:
+        assert any(command in line for line in documented), f"README lacks `{command}`"
+    text = (project / ".github" / "workflows" / "ci.yml").read_text()
+    assert "${{ matrix.python-version }}" in text, "GitHub expressions must survive rendering"
+    assert "docker build" in text
+
+
+# --- LICENSE and README ---------------------------------------------------------------------
+
+
+def test_license_text_follows_the_choice(bake: Baker) -> None:
+    year = str(dt.datetime.now(dt.UTC).year)
+    mit = (bake(**DEFAULT) / "LICENSE").read_text()
+    assert mit.startswith("MIT License\n")
+    assert f"Copyright (c) {year} Your Name\n" in mit
+    assert "WITHOUT WARRANTY OF ANY KIND" in mit and mit.endswith("SOFTWARE.\n")
+    apache = (bake(**OTHER) / "LICENSE").read_text()
+    assert "Apache License" in apache and "Version 2.0, January 2004" in apache
+    assert "END OF TERMS AND CONDITIONS" in apache and f"Copyright {year} Your Name" in apache
+    assert len(re.findall(r"^   \d\. ", apache, re.MULTILINE)) == 9
+    assert not (bake(**BARE) / "LICENSE").exists()
+
+
+def test_license_keeps_a_hostile_author_name_on_one_line(bake: Baker) -> None:
+    name = '{% raw %}O\'Brien "Bob"\n{{ 7*7 }} <b>{% endraw %}'
+    text = (bake(author_name=name) / "LICENSE").read_text()
+    assert 'O\'Brien "Bob" {{ 7*7 }} <b>\n' in text
+
+
+@pytest.mark.parametrize("answers", [DEFAULT, OTHER, BARE], ids=["default", "other", "bare"])
+def test_readme_documents_routes_settings_and_production(bake: Baker, answers: dict) -> None:
+    project = bake(**answers)
+    readme = (project / "README.md").read_text()
+    commands = readme_commands(project)
+    assert any("pip install -e '.[dev]'" in command for command in commands)
+    assert f"flask --app {PACKAGE} run" in commands and "pytest" in commands
+    for route in ("/healthz", "/chat", "/summarize", "/budget"):
+        assert re.search(rf"curl [^\n]*localhost:5000{route}\b", readme), route
+    if answers.get("tenant_auth", "api_key") == "api_key":
+        assert "Authorization: Bearer dev-key-acme" in readme
+        assert f"flask --app {PACKAGE} tenants new-key" in readme
+    else:
+        assert "X-Tenant-ID: acme" in readme
+    missing = {name for name in env_example_names(project) if f"`{name}`" not in readme}
+    assert not missing, f"README settings table lacks {missing}"
+    workspace = answers.get("tenant_isolation", "workspace") == "workspace"
+    assert ("workspace:acme" if workspace else "tenant:acme/app") in readme
+    assert ("docker compose up" in readme) == (answers.get("use_docker", "yes") == "yes")
+
+
+# --- cruft ------------------------------------------------------------------------------------
+
+
+def template_repo(tmp_path: Path) -> Path:
+    """The template's working tree as a git repository (cruft clones templates with git)."""
+    repo = tmp_path / "template"
+    shutil.copytree(
+        TEMPLATE_DIR,
+        repo,
+        ignore=shutil.ignore_patterns(".git", "bench", "__pycache__", ".*_cache", "tests"),
+    )
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "template")
+    return repo
+
+
+@pytest.mark.slow
+def test_cruft_create_then_update_round_trip(tmp_path: Path) -> None:
+    repo = template_repo(tmp_path)
+    out = tmp_path / "out"
+    cruft = str(VENV_BIN / "cruft")
+    env = project_env(tmp_path)
+    result = run(
+        [cruft, "create", str(repo), "--no-input", "--output-dir", str(out)], tmp_path, env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    project = out / "llm-service"
+    assert (
+        json.loads((project / ".cruft.json").read_text())["context"]["cookiecutter"]["use_docker"]
+        == "yes"
+    )
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "baked")
+
+    readme = repo / "{{cookiecutter.project_slug}}" / "README.md"
+    readme.write_text(readme.read_text() + "\nUpdated by the template.\n")
+    git(repo, "commit", "-q", "-am", "template change")
+    assert run([cruft, "check"], project, env).returncode != 0, "cruft must see the update"
+    result = run([cruft, "update", "--skip-apply-ask"], project, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project / "README.md").read_text().endswith("Updated by the template.\n")
+    assert run([cruft, "check"], project, env).returncode == 0
+    assert (project / "compose.yaml").exists() and (project / "LICENSE").exists()
+
+
+# --- gunicorn end to end ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple:
+    """One request on a fresh connection (so the kernel spreads them over the workers)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def ledger_rows(db: Path, tenant: str) -> tuple[list[dict], list[int]]:
+    """The tenant's budget rows and the estimates of its reservations, read from SQLite."""
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        budgets = [dict(r) for r in conn.execute("SELECT * FROM budgets")]
+        estimates = [r[0] for r in conn.execute("SELECT amount FROM reservations")]
+    return [b for b in budgets if f":{tenant}" in b["scope"]], estimates
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exactly(
+    bake: Baker, tmp_path: Path
+) -> None:
+    """Two gunicorn workers x two threads, one SQLite ledger: every affordable /chat call
+    succeeds, every other one is a 402, and the ledger never overspends."""
+    baked = bake(**DEFAULT)
+    if '"/chat"' not in (baked / "src" / PACKAGE / "api.py").read_text():
+        pytest.skip("POST /chat is not in the template yet")
+    project = fresh_copy(baked, tmp_path)
+    db = tmp_path / "ledger.sqlite3"
+    port = free_port()
+    env = project_env(
+        project,
+        APP_ENV="development",
+        LLM_PROVIDER="fake",
+        CYCLES_LOCAL_DB=str(db),
+        CYCLES_LOCAL_BUDGET_USD="0.01",
+        CYCLES_JOURNAL_DIR=str(tmp_path / "journal"),
+    )
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+         "--threads", "2", "--access-logformat", "pid=%(p)s %(s)s %(U)s"],
+        cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    chat = {"prompt": "How much budget is left for this tenant today?", "max_tokens": 200}
+    auth = {"Authorization": "Bearer dev-key-acme"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if http("GET", base + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.2)
+
+        # A burst across both workers, then one call at a time until the budget says no.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            burst = list(pool.map(lambda _: http("POST", base + "/chat", chat, auth), range(40)))
+        statuses = [status for status, _ in burst]
+        for _ in range(60):
+            status, body = http("POST", base + "/chat", chat, auth)
+            statuses.append(status)
+            if status == 402:
+                break
+        assert set(statuses) <= {200, 402}, statuses
+        assert statuses[-1] == 402, "the budget must run out"
+        for status, body in burst:
+            assert status == 200 or body["error"] in {"budget_exceeded", "insufficient_budget"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        log.close()
+
+    pids = set(re.findall(r"pid=(\d+) \d+ /chat", (tmp_path / "gunicorn.log").read_text()))
+    assert len(pids) == 2, "both workers must have served /chat"
+    budgets, estimates = ledger_rows(db, "acme")
+    assert len(budgets) == 1, budgets
+    budget = budgets[0]
+    successes = statuses.count(200)
+    allocated, spent = budget["allocated"], budget["spent"]
+    assert allocated == 1_000_000  # $0.01 in USD microcents
+    assert (budget["reserved"], budget["debt"]) == (0, 0), "every reservation was settled"
+    estimate = max(estimates)
+    assert set(estimates) == {estimate}, "the same request reserves the same estimate"
+    actual, remainder = divmod(spent, successes)
+    assert remainder == 0 and 0 < actual <= estimate
+    # Exactly the affordable number: each success needed the estimate to be available, and
+    # the final refusal happened with less than the estimate left.
+    assert successes == (allocated - estimate) // actual + 1
+    assert allocated - spent < estimate
