@@ -47,7 +47,8 @@ VALID: dict[str, str] = {
 BAD_ANSWERS = [
     ("project_slug", "My Project"),
     ("project_slug", "-leading-hyphen"),
-    ("project_slug", "x" * 65),
+    ("project_slug", "x" * 41),
+    ("package_name", "x" * 41),
     ("package_name", "My-Package"),
     ("package_name", "class"),
     ("package_name", "match"),

@@ -8,6 +8,10 @@ price such as $0.075/M bills exactly and the ledger never drifts through floatin
 
 from __future__ import annotations
 
+from .llm.base import MESSAGE_OVERHEAD_TOKENS
+
+__all__ = ["MESSAGE_OVERHEAD_TOKENS", "cost", "estimate", "max_input_tokens"]
+
 MODEL = "{{ cookiecutter.model }}"
 MICROCENTS_PER_USD = 100_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000
@@ -16,9 +20,6 @@ TOKENS_PER_PRICE_UNIT = 1_000_000
 INPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.input_price_per_million_usd | usd_to_microcents | py_int }}
 # Output: ${{ cookiecutter.output_price_per_million_usd }} per million tokens.
 OUTPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.output_price_per_million_usd | usd_to_microcents | py_int }}
-
-# Chat formats wrap each message in a few tokens of their own (role markers, separators).
-MESSAGE_OVERHEAD_TOKENS = 8
 
 
 def _ceil_div(numerator: int, denominator: int) -> int:
