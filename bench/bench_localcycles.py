@@ -2,7 +2,10 @@
 
 Reports reserve+commit latency (p50/p99) and lifecycles/s with 1 and 16 client threads, and,
 against the same server in the same run, an empty HTTP round trip (GET /healthz through an
-httpx client configured like runcycles') as the floor, with the ratios.
+httpx client configured like runcycles') as the floor, with the ratios. The 16 client threads
+run in one process, then spread over 2 and 4 client processes, so the client's own CPU (GIL)
+ceiling shows separately from the server's; the CPU columns give the client and server CPU
+spent per operation. A lean stdlib http.client load gives the server's own capacity.
 
     /work/venv/bin/python bench/bench_localcycles.py [--seconds 4] [--in-process]
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import multiprocessing
 import os
 import statistics
 import sys
@@ -26,17 +30,107 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGES = glob.glob(os.path.join(HERE, "..", "{{cookiecutter.project_slug}}", "src", "*"))
-sys.path.insert(0, os.path.abspath(PACKAGES[0]))
+# BENCH_LOCALCYCLES_SRC=<dir holding a localcycles/ package> benchmarks another copy (A/B runs).
+sys.path.insert(0, os.path.abspath(os.environ.get("BENCH_LOCALCYCLES_SRC") or PACKAGES[0]))
 
 import http.client  # noqa: E402
 import json  # noqa: E402
 
 import httpx  # noqa: E402
+import localcycles  # noqa: E402
 from localcycles import LocalCyclesServer, LocalLedger, spawn_server_process  # noqa: E402
 from runcycles import CyclesClient, CyclesConfig  # noqa: E402
 
 TENANT = "bench"
 UNIT = "USD_MICROCENTS"
+SUBJECT = {"tenant": TENANT, "workspace": "prod", "app": "bench"}
+ACTION = {"kind": "llm.completion", "name": "bench-model"}
+
+
+def make_client(url: str, key: str, journal: str) -> CyclesClient:
+    return CyclesClient(
+        CyclesConfig(
+            base_url=url,
+            api_key=key,
+            retry_enabled=False,
+            retry_flush_timeout=0,
+            journal_dir=journal,
+        )
+    )
+
+
+def lifecycle_with(client: CyclesClient) -> None:
+    """One reserve + commit through the real runcycles client."""
+    res = client.create_reservation(
+        {
+            "idempotency_key": uuid.uuid4().hex,
+            "subject": SUBJECT,
+            "action": ACTION,
+            "estimate": {"unit": UNIT, "amount": 1000},
+            "ttl_ms": 60_000,
+        }
+    )
+    if res.status != 200:
+        raise RuntimeError(f"reserve failed: {res.status} {res.body}")
+    rid = res.body["reservation_id"]
+    com = client.commit_reservation(
+        rid, {"idempotency_key": uuid.uuid4().hex, "actual": {"unit": UNIT, "amount": 700}}
+    )
+    if com.status != 200:
+        raise RuntimeError(f"commit failed: {com.status} {com.body}")
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """User+system CPU seconds of a process (Linux /proc); 0.0 where unavailable."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_process(
+    url: str, key: str, journal: str, threads: int, seconds: float, ready: Any, out: Any
+) -> None:
+    """A spawned client process: warm up, wait for the others, run, report."""
+    client = make_client(url, key, journal)
+    for _ in range(30):
+        lifecycle_with(client)
+    ready.wait()
+    cpu0 = time.process_time()
+    latencies, rate = run(threads, seconds, lambda: lifecycle_with(client))
+    out.put((latencies, rate, time.process_time() - cpu0))
+    client.close()
+
+
+def run_spread(
+    url: str, key: str, journal: str, processes: int, threads: int, seconds: float
+) -> tuple[list[float], float, float]:
+    """``threads`` runcycles client threads over ``processes`` client processes.
+
+    Returns merged latencies (ms), total lifecycles/s and the clients' CPU seconds.
+    """
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process with live threads
+    ready = ctx.Barrier(processes + 1)
+    out = ctx.Queue()
+    children = [
+        ctx.Process(
+            target=client_process,
+            args=(url, key, journal, threads // processes, seconds, ready, out),
+        )
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    ready.wait(timeout=60)
+    results = [out.get(timeout=seconds + 60) for _ in children]
+    for child in children:
+        child.join(timeout=10)
+    merged = [x for latencies, _, _ in results for x in latencies]
+    return merged, sum(rate for _, rate, _ in results), sum(cpu for _, _, cpu in results)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -72,7 +166,7 @@ def run(threads: int, seconds: float, op: Callable[[], None]) -> tuple[list[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=4.0, help="per phase (5 phases)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per phase (7 phases)")
     parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args()
 
@@ -93,43 +187,21 @@ def main() -> None:
     else:
         proc, url = spawn_server_process(db)
 
-    config = CyclesConfig(
-        base_url=url,
-        api_key=key,
-        retry_enabled=False,
-        retry_flush_timeout=0,
-        journal_dir=os.path.join(workdir, "journal"),
-    )
-    client = CyclesClient(config)
+    journal = os.path.join(workdir, "journal")
+    client = make_client(url, key, journal)
     # The floor: same transport as runcycles (httpx.Client, keep-alive pool, same headers).
     floor_http = httpx.Client(
         base_url=url, headers={"X-Cycles-API-Key": key}, timeout=httpx.Timeout(5.0)
     )
-    subject = {"tenant": TENANT, "workspace": "prod", "app": "bench"}
-    action = {"kind": "llm.completion", "name": "bench-model"}
+    server_pid = None if proc is None else proc.pid
+    subject, action = SUBJECT, ACTION
 
     def empty_round_trip() -> None:
         if floor_http.get("/healthz").status_code != 200:
             raise RuntimeError("healthz failed")
 
     def lifecycle() -> None:
-        res = client.create_reservation(
-            {
-                "idempotency_key": uuid.uuid4().hex,
-                "subject": subject,
-                "action": action,
-                "estimate": {"unit": UNIT, "amount": 1000},
-                "ttl_ms": 60_000,
-            }
-        )
-        if res.status != 200:
-            raise RuntimeError(f"reserve failed: {res.status} {res.body}")
-        rid = res.body["reservation_id"]
-        com = client.commit_reservation(
-            rid, {"idempotency_key": uuid.uuid4().hex, "actual": {"unit": UNIT, "amount": 700}}
-        )
-        if com.status != 200:
-            raise RuntimeError(f"commit failed: {com.status} {com.body}")
+        lifecycle_with(client)
 
     for _ in range(200):  # warm up connections, caches, the SQLite page cache
         empty_round_trip()
@@ -137,33 +209,59 @@ def main() -> None:
 
     mode = "in-process thread" if args.in_process else "separate process"
     print(
-        f"localcycles benchmark: server in a {mode}, {os.cpu_count()} CPUs, "
+        f"localcycles benchmark ({os.path.dirname(os.path.dirname(localcycles.__file__))}): "
+        f"server in a {mode}, {os.cpu_count()} CPUs, "
         f"{args.seconds:.0f} s per phase, SQLite WAL synchronous=NORMAL"
     )
-    rows = []
-    for threads in (1, 16):
-        floor, floor_rate = run(threads, args.seconds, empty_round_trip)
-        life, life_rate = run(threads, args.seconds, lifecycle)
-        rows.append((threads, floor, floor_rate, life, life_rate))
+    # (label, latencies ms, ops/s, client CPU ms/op, server CPU ms/op)
+    rows: list[tuple[str, list[float], float, float, float]] = []
 
-    print(f"{'threads':>7} {'what':<28} {'p50 ms':>8} {'p99 ms':>8} {'per s':>9}")
-    for threads, floor, floor_rate, life, life_rate in rows:
-        print(
-            f"{threads:>7} {'empty round trip (floor)':<28} {percentile(floor, 0.5):>8.3f} "
-            f"{percentile(floor, 0.99):>8.3f} {floor_rate:>9.0f}"
-        )
-        print(
-            f"{threads:>7} {'reserve+commit lifecycle':<28} {percentile(life, 0.5):>8.3f} "
-            f"{percentile(life, 0.99):>8.3f} {life_rate:>9.0f}"
-        )
-        ratio = percentile(life, 0.5) / (2 * percentile(floor, 0.5))
-        print(
-            f"{threads:>7} {'ratio p50 / (2 x floor p50)':<28} {ratio:>8.2f}"
-            f"   (target <= 3.0 at 1 thread)"
-        )
+    def measured(label: str, threads: int, op: Callable[[], None]) -> float:
+        cpu0, srv0 = time.process_time(), process_cpu_s(server_pid)
+        latencies, rate = run(threads, args.seconds, op)
+        ops = max(1, len(latencies))
+        client_ms = (time.process_time() - cpu0) * 1000 / ops
+        server_ms = (process_cpu_s(server_pid) - srv0) * 1000 / ops
+        rows.append((label, latencies, rate, client_ms, server_ms))
+        return rate
+
+    measured("1 thr: empty round trip", 1, empty_round_trip)
+    measured("1 thr: reserve+commit", 1, lifecycle)
+    measured("16 thr/1 proc: empty trip", 16, empty_round_trip)
+    one_proc = measured("16 thr/1 proc: lifecycle", 16, lifecycle)
+    spread: dict[int, float] = {}
+    for processes in (2, 4):
+        srv0 = process_cpu_s(server_pid)
+        latencies, rate, client_cpu = run_spread(url, key, journal, processes, 16, args.seconds)
+        ops = max(1, len(latencies))
+        srv_ms = (process_cpu_s(server_pid) - srv0) * 1000 / ops
+        label = f"16 thr/{processes} procs: lifecycle"
+        rows.append((label, latencies, rate, client_cpu * 1000 / ops, srv_ms))
+        spread[processes] = rate
+
+    cpu_note = "" if server_pid is not None else " (server CPU is in the client process)"
     print(
-        f"lifecycles/s with 16 threads: {rows[1][4]:.0f} (target >= 500); "
-        f"mean single-thread lifecycle {statistics.fmean(rows[0][3]):.3f} ms"
+        f"{'what':<28} {'p50 ms':>8} {'p99 ms':>8} {'per s':>7} "
+        f"{'client cpu ms':>14} {'server cpu ms':>14}{cpu_note}"
+    )
+    for label, latencies, rate, client_ms, server_ms in rows:
+        print(
+            f"{label:<28} {percentile(latencies, 0.5):>8.3f} {percentile(latencies, 0.99):>8.3f} "
+            f"{rate:>7.0f} {client_ms:>14.3f} {server_ms:>14.3f}"
+        )
+    floor1, life1 = rows[0][1], rows[1][1]
+    ratio = percentile(life1, 0.5) / (2 * percentile(floor1, 0.5))
+    print(f"ratio 1-thread lifecycle p50 / (2 x floor p50): {ratio:.2f} (target <= 3.0)")
+    print(
+        f"lifecycles/s with 16 runcycles threads: 1 process {one_proc:.0f}, "
+        f"2 processes {spread[2]:.0f}, 4 processes {spread[4]:.0f} (target >= 500); "
+        f"16-thread empty round trips in 1 process {rows[2][2]:.0f}/s; "
+        f"mean single-thread lifecycle {statistics.fmean(life1):.3f} ms"
+    )
+    client_ceiling = 1000 / rows[1][3] if rows[1][3] else float("inf")
+    print(
+        f"one client process can drive at most ~{client_ceiling:.0f} lifecycles/s "
+        f"(1000 / its CPU ms per lifecycle at 1 thread; the GIL holds it to one core)"
     )
 
     # Server capacity without httpx's client-side cost: 16 threads, one stdlib keep-alive
@@ -214,11 +312,13 @@ def main() -> None:
         c.getresponse().read()
 
     _, raw_floor_rate = run(16, args.seconds / 2, raw_floor)
+    srv0 = process_cpu_s(server_pid)
     raw_lat, raw_rate = run(16, args.seconds / 2, raw_lifecycle)
+    raw_srv_ms = (process_cpu_s(server_pid) - srv0) * 1000 / max(1, len(raw_lat))
     print(
         f"server capacity (16 threads, http.client): empty round trips {raw_floor_rate:.0f}/s, "
         f"lifecycles {raw_rate:.0f}/s (p50 {percentile(raw_lat, 0.5):.2f} ms, "
-        f"p99 {percentile(raw_lat, 0.99):.2f} ms)"
+        f"p99 {percentile(raw_lat, 0.99):.2f} ms, server cpu {raw_srv_ms:.3f} ms/lifecycle)"
     )
 
     client.close()

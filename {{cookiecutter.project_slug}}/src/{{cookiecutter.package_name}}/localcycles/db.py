@@ -10,7 +10,6 @@ immediately. Across processes ``busy_timeout`` does the waiting.
 from __future__ import annotations
 
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -133,7 +132,14 @@ def _connect(path: str, autocheckpoint: bool) -> sqlite3.Connection:
 
 
 class Database:
-    """A pool of connections to one SQLite file, shared by all threads of a process."""
+    """Connections to one SQLite file, shared by all threads of a process.
+
+    Writes go through one dedicated connection, used only under the process write lock: its
+    page cache then stays valid from one transaction to the next (SQLite drops a
+    connection's cache whenever another connection has written since its last use), and a
+    write never waits for a pooled connection. Reads take the most recently returned idle
+    connection (a LIFO stack), so a few warm connections serve most of them.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.autocheckpoint = True
@@ -142,7 +148,8 @@ class Database:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._idle: list[sqlite3.Connection] = []
+        self._writer: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
         self._all_guard = threading.Lock()
         self._write_lock = _process_lock(self.path)
@@ -159,45 +166,48 @@ class Database:
                 (str(SCHEMA_VERSION),),
             )
 
-    def _acquire(self) -> sqlite3.Connection:
-        try:
-            conn = self._pool.get_nowait()
-        except queue.Empty:
-            conn = _connect(self.path, self.autocheckpoint)
-            with self._all_guard:
-                self._all.append(conn)
-            self._modes[id(conn)] = self.autocheckpoint
+    def _open(self) -> sqlite3.Connection:
+        conn = _connect(self.path, self.autocheckpoint)
+        with self._all_guard:
+            self._all.append(conn)
+        self._modes[id(conn)] = self.autocheckpoint
+        return conn
+
+    def _sync_mode(self, conn: sqlite3.Connection) -> None:
         if self._modes.get(id(conn)) != self.autocheckpoint:
             # The checkpointer was started or stopped since this connection last ran.
             pages = 1000 if self.autocheckpoint else 0
             conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
             self._modes[id(conn)] = self.autocheckpoint
-        return conn
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A connection in autocommit mode: each SELECT sees a consistent snapshot."""
-        conn = self._acquire()
+        try:
+            conn = self._idle.pop()  # list.pop/append are atomic under the GIL
+        except IndexError:
+            conn = self._open()
+        self._sync_mode(conn)
         try:
             yield conn
         finally:
-            self._pool.put(conn)
+            self._idle.append(conn)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on any error."""
-        conn = self._acquire()
-        try:
-            with self._write_lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-        finally:
-            self._pool.put(conn)
+        with self._write_lock:
+            conn = self._writer
+            if conn is None:
+                conn = self._writer = self._open()
+            self._sync_mode(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def start_checkpointer(self, interval_s: float = 0.5) -> threading.Event:
         """Checkpoint the WAL from a daemon thread; request connections then skip it.

@@ -402,13 +402,33 @@ class LocalLedger:
         """POST /v1/reservations (also dry_run)."""
         self._own_subject(tenant, req.subject)
         now = self.clock()
+        # Everything that does not read the ledger is prepared before taking the write lock.
+        scopes = derive_scopes(req.subject)
+        unit, estimate = req.estimate.unit, req.estimate.amount
+        reservation_id = "rsv_" + uuid.uuid4().hex
+        expires = now + req.ttl_ms
+        row = [
+            reservation_id,
+            tenant,
+            _dumps(req.subject),
+            _dumps(req.action),
+            unit,
+            estimate,
+            scopes[-1],
+            _dumps(scopes),
+            "",  # budgeted scopes, known inside the transaction
+            req.overage_policy,
+            req.idempotency_key,
+            _dumps(req.metadata) if req.metadata is not None else None,
+            now,
+            expires,
+            req.grace_period_ms,
+        ]
         with self.db.write() as conn:
             self._expire(conn, now)
             replay = self._replay(conn, tenant, "reserve", req.idempotency_key, body_hash)
             if replay is not None:
                 return self._with_ttl(conn, replay, now, replay.get("reservation_id"))
-            scopes = derive_scopes(req.subject)
-            unit, estimate = req.estimate.unit, req.estimate.amount
             budgets = self._budgets(conn, scopes, unit)
             if req.dry_run:
                 result = self._evaluate(conn, scopes, budgets, req.estimate, dry_run=True)
@@ -423,30 +443,13 @@ class LocalLedger:
             for budget in budgets:
                 budget.reserved += estimate
             self._save(conn, budgets, now)
-            reservation_id = "rsv_" + uuid.uuid4().hex
-            expires = now + req.ttl_ms
+            row[8] = _dumps([b.scope for b in budgets])
             conn.execute(
                 "INSERT INTO reservations (reservation_id, tenant_id, status, subject, action, "
                 "unit, amount, scope_path, affected_scopes, budgeted_scopes, overage_policy, "
                 "idempotency_key, metadata, created_at_ms, expires_at_ms, grace_ms) "
                 "VALUES (?, ?, 'ACTIVE', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    reservation_id,
-                    tenant,
-                    _dumps(req.subject),
-                    _dumps(req.action),
-                    unit,
-                    estimate,
-                    scopes[-1],
-                    _dumps(scopes),
-                    _dumps([b.scope for b in budgets]),
-                    req.overage_policy,
-                    req.idempotency_key,
-                    _dumps(req.metadata) if req.metadata is not None else None,
-                    now,
-                    expires,
-                    req.grace_period_ms,
-                ),
+                row,
             )
             caps = _caps(budgets)
             result = {
@@ -492,6 +495,7 @@ class LocalLedger:
     ) -> Json:
         """POST /v1/reservations/{id}/commit."""
         now = self.clock()
+        metadata_json = _dumps(metadata) if metadata is not None else None
         with self.db.write() as conn:
             self._expire(conn, now)
             row = self._reservation(conn, tenant, reservation_id)
@@ -534,7 +538,7 @@ class LocalLedger:
                     key,
                     body_hash,
                     _dumps(result),
-                    _dumps(metadata) if metadata is not None else None,
+                    metadata_json,
                     reservation_id,
                 ),
             )

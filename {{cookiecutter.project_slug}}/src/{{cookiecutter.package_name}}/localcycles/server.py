@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import random
 import re
-import secrets
 import socket
 import socketserver
 import threading
 import time
-import uuid
 from types import TracebackType
 from typing import Any
 
@@ -34,6 +34,12 @@ IDLE_TIMEOUT_S = 120.0
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+# Request and trace ids only need to be unique, not secret: a Mersenne Twister seeded from
+# os.urandom costs no system call per request (each one would also release the GIL and then
+# queue for it again behind the other connection threads).
+_ids = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.seed)  # a forked child must not repeat ids
 _REASONS = {
     200: "OK",
     201: "Created",
@@ -62,9 +68,9 @@ def _trace_id(headers: dict[str, str]) -> str:
     if _TRACE_ID.match(given) and given.strip("0"):
         return given
     while True:
-        fresh = secrets.token_hex(16)
-        if fresh.strip("0"):
-            return fresh
+        fresh = _ids.getrandbits(128)
+        if fresh:
+            return f"{fresh:032x}"
 
 
 class _Close(Exception):
@@ -102,7 +108,7 @@ class _Handler(socketserver.StreamRequestHandler):
         if not line:
             return False
         started = time.perf_counter()
-        request_id = "req_" + uuid.uuid4().hex[:24]
+        request_id = f"req_{_ids.getrandbits(96):024x}"
         headers: dict[str, str] = {}
         method = target = "-"
         keep_alive = False
