@@ -8,8 +8,9 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import api, errors
+from . import api, budget, cli, errors
 from .config import Settings
+from .llm import build_provider
 
 
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
@@ -22,10 +23,20 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     settings = Settings.from_env({**os.environ, **(overrides or {})}, Path(app.instance_path))
     app.extensions["settings"] = settings
     app.config["TESTING"] = settings.app_env == "testing"
+    app.config["MAX_CONTENT_LENGTH"] = api.max_body_bytes(settings)
     os.makedirs(app.instance_path, exist_ok=True)
 
+    # Kept on the app so tests (and operators) can swap the provider per app.
+    app.extensions["llm"] = build_provider(
+        settings.llm_provider,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key,
+        timeout_s=settings.llm_timeout,
+    )
     errors.init_app(app)
+    budget.init_app(app)
     app.register_blueprint(api.bp)
+    cli.init_app(app)
     return app
 
 

@@ -22,7 +22,14 @@ import httpx
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from .config import TENANT_AUTH, TENANT_ID_RE, TENANT_ISOLATION, Settings, hash_api_key
+from .config import (
+    TENANT_AUTH,
+    TENANT_ID_RE,
+    TENANT_ID_RULE,
+    TENANT_ISOLATION,
+    Settings,
+    hash_api_key,
+)
 
 UNIT = "USD_MICROCENTS"
 MICROCENTS_PER_USD = 100_000_000
@@ -374,9 +381,7 @@ def balances(tenant: str | None) -> None:
 def new_key(tenant: str) -> None:
     """Print a fresh random API key for TENANT and its TENANT_API_KEYS entry."""
     if not TENANT_ID_RE.fullmatch(tenant):
-        raise click.BadParameter(
-            "expected 1-128 lowercase letters, digits, '.', '_' or '-'", param_hint="TENANT"
-        )
+        raise click.BadParameter(f"expected {TENANT_ID_RULE}", param_hint="TENANT")
     key = secrets.token_urlsafe(32)
     click.echo(f"API key for {tenant} (give it to the caller; it is not stored): {key}")
     click.echo("Add this entry to TENANT_API_KEYS (comma-separated tenant=sha256 pairs):")

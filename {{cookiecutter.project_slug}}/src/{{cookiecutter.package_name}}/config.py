@@ -25,8 +25,11 @@ DEFAULT_LLM_PROVIDER = "{{ cookiecutter.llm_provider }}"
 DEFAULT_CYCLES_APP = "{{ cookiecutter.cycles_app }}"
 
 # Tenant ids end up in Cycles scopes (lower-cased there), URLs and logs: keep them plain,
-# and lowercase only so that "Acme" and "acme" can never share one budget.
-TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+# and lowercase only so that "Acme" and "acme" can never share one budget. The character
+# set and length are what Cycles admin servers accept for a tenant id, so one id works in
+# both isolation modes.
+TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+TENANT_ID_RULE = "1-64 lowercase letters, digits or '-', starting with a letter or digit"
 LOCAL_CYCLES = "local"
 
 # Development defaults: used only with the embedded ledger outside production.
@@ -54,9 +57,10 @@ class Settings:
     instance_path: Path
     # Cycles connection
     cycles_base_url: str  # "local" means: start the embedded ledger
-    cycles_api_key: str | None  # workspace isolation: the app's one Cycles key
+    cycles_api_key: str | None = field(repr=False)  # workspace isolation: the app's one key
     cycles_tenant: str  # workspace isolation: the Cycles tenant that owns all workspaces
-    cycles_tenant_api_keys: Mapping[str, str]  # tenant isolation: app tenant -> Cycles key
+    # tenant isolation: app tenant -> Cycles key
+    cycles_tenant_api_keys: Mapping[str, str] = field(repr=False)
     cycles_app: str
     cycles_connect_timeout: float
     cycles_read_timeout: float
@@ -134,10 +138,7 @@ class _Reader:
 
     def tenant_id(self, name: str, value: str) -> str:
         if not TENANT_ID_RE.fullmatch(value):
-            raise ConfigError(
-                f"{name}: tenant id {value!r} is invalid: expected 1-128 lowercase letters, "
-                "digits, '.', '_' or '-'"
-            )
+            raise ConfigError(f"{name}: tenant id {value!r} is invalid: expected {TENANT_ID_RULE}")
         return value
 
     def pairs(self, name: str) -> dict[str, str]:

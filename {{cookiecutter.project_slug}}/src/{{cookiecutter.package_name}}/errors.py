@@ -12,6 +12,8 @@ import math
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .llm import ProviderError
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +57,12 @@ def init_app(app: Flask) -> None:
     def handle_http_exception(exc: HTTPException) -> Response:
         status = exc.code or 500
         return error_response(status, _http_error_code(exc), exc.description or exc.name)
+
+    @app.errorhandler(ProviderError)
+    def handle_provider_error(exc: ProviderError) -> Response:
+        # The vendor's text may quote the prompt or account details: log it, answer plainly.
+        log.warning("LLM provider failed: %s", exc)
+        return error_response(502, "provider_error", "The language model provider failed.")
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:

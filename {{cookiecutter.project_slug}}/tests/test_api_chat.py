@@ -1,0 +1,103 @@
+"""POST /chat and /summarize: answer, reserve the upper bound, commit the reported usage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from conftest import (
+    DEFAULT_MAX_TOKENS,
+    CyclesStub,
+    Provisioner,
+    Responder,
+    auth_headers,
+    forward_to,
+)
+from {{ cookiecutter.package_name }} import pricing
+from {{ cookiecutter.package_name }}.api import SUMMARY_SYSTEM_PROMPT
+from {{ cookiecutter.package_name }}.llm import Completion, LLMProvider
+from {{ cookiecutter.package_name }}.localcycles import LocalCyclesServer
+
+PROMPT = "Explain budgets for language model calls in one short paragraph, please."
+
+
+def expected(app: Flask, prompt: str, max_tokens: int, system: str | None = None) -> Completion:
+    """What the app's (deterministic) fake provider reports for this call."""
+    provider: LLMProvider = app.extensions["llm"]
+    return provider.complete(prompt=prompt, max_tokens=max_tokens, system=system)
+
+
+def test_chat_charges_exactly_the_reported_usage(
+    app: Flask, client: FlaskClient, provisioner: Provisioner
+) -> None:
+    response = client.post(
+        "/chat", json={"prompt": PROMPT, "max_tokens": 40}, headers=auth_headers("acme")
+    )
+    assert response.status_code == 200, response.get_json()
+    usage = expected(app, PROMPT, 40)
+    cost = pricing.cost(usage.input_tokens, usage.output_tokens)
+    assert response.get_json() == {
+        "text": usage.text,
+        "model": usage.model,
+        "max_tokens": 40,
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        "cost_usd_microcents": cost,
+    }
+    balance = provisioner.balance("acme")
+    assert (balance["spent"], balance["reserved"]) == (cost, 0)
+
+
+def test_summarize_uses_its_instructions_and_the_default_limit(
+    app: Flask, client: FlaskClient, provisioner: Provisioner
+) -> None:
+    response = client.post("/summarize", json={"text": PROMPT}, headers=auth_headers("globex"))
+    assert response.status_code == 200, response.get_json()
+    usage = expected(app, PROMPT, DEFAULT_MAX_TOKENS, SUMMARY_SYSTEM_PROMPT)
+    body = response.get_json()
+    assert body["summary"] == usage.text and body["max_tokens"] == DEFAULT_MAX_TOKENS
+    assert provisioner.balance("globex")["spent"] == pricing.cost(
+        usage.input_tokens, usage.output_tokens
+    )
+    assert provisioner.balance("acme")["spent"] == 0
+
+
+def test_cycles_sees_the_real_subject_estimate_charge_and_metrics(
+    app: Flask,
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    cycles_stub: Callable[[Responder], CyclesStub],
+    make_app: Callable[..., Flask],
+) -> None:
+    recorder = cycles_stub(forward_to(cycles_server.base_url))
+    recorded_app = make_app(recorder.base_url)
+    response = recorded_app.test_client().post(
+        "/chat", json={"prompt": PROMPT, "max_tokens": 24}, headers=auth_headers("acme")
+    )
+    assert response.status_code == 200, response.get_json()
+
+{%- if cookiecutter.tenant_isolation == "workspace" %}
+    subject = {"tenant": "operator", "workspace": "acme", "app": "test-app"}
+{%- else %}
+    subject = {"tenant": "acme", "app": "test-app"}
+{%- endif %}
+    estimate = {"unit": "USD_MICROCENTS", "amount": pricing.estimate(PROMPT, max_tokens=24)}
+    (decide,) = recorder.bodies("/v1/decide")
+    (reserve,) = recorder.bodies("/v1/reservations")
+    (commit,) = recorder.bodies("/commit")
+    for body in (decide, reserve):
+        assert body["subject"] == subject
+        assert body["estimate"] == estimate
+        assert body["action"]["kind"] == "llm.completion"
+
+    usage = expected(recorded_app, PROMPT, 24)
+    assert commit["actual"] == {
+        "unit": "USD_MICROCENTS",
+        "amount": pricing.cost(usage.input_tokens, usage.output_tokens),
+    }
+    metrics = commit["metrics"]
+    assert metrics["tokens_input"] == usage.input_tokens
+    assert metrics["tokens_output"] == usage.output_tokens
+    assert metrics["model_version"] == usage.model
+    assert metrics["latency_ms"] >= 0

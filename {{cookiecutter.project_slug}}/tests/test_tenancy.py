@@ -1,0 +1,65 @@
+"""Who is calling: a known tenant, or 401; there is no default tenant."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask, g
+from flask.testing import FlaskClient
+
+from conftest import assert_error, auth_headers
+from {{ cookiecutter.package_name }} import tenancy
+from {{ cookiecutter.package_name }}.errors import ApiError
+
+BODY = {"prompt": "hello"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+{%- if cookiecutter.tenant_auth == "api_key" %}
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": "Basic Y2FsbGVyLWtleS1hY21lOg=="},
+        {"Authorization": "caller-key-acme"},
+        # The hash of a key is not the key.
+        {"Authorization": "Bearer " + "0" * 64},
+        {"X-Tenant-ID": "acme"},
+{%- else %}
+        {"X-Tenant-ID": ""},
+        {"X-Tenant-ID": "initech"},
+        {"X-Tenant-ID": "ACME"},
+        {"X-Tenant-ID": "acme/../globex"},
+        {"Authorization": "Bearer caller-key-acme"},
+{%- endif %}
+    ],
+)
+def test_unknown_callers_are_401(client: FlaskClient, headers: dict[str, str]) -> None:
+    for response in (
+        client.post("/chat", json=BODY, headers=headers),
+        client.post("/summarize", json={"text": "t"}, headers=headers),
+        client.get("/budget", headers=headers),
+    ):
+        assert_error(response, 401, "unauthorized")
+
+
+def test_callers_are_checked_before_their_bodies(client: FlaskClient) -> None:
+    response = client.post("/chat", data="not json", headers={"Content-Type": "text/plain"})
+    assert_error(response, 401, "unauthorized")
+
+
+def test_health_needs_no_caller(client: FlaskClient) -> None:
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("tenant", ["acme", "globex"])
+def test_the_resolved_tenant_is_in_g(app: Flask, tenant: str) -> None:
+    with app.test_request_context("/budget", headers=auth_headers(tenant)):
+        tenancy.authenticate()
+        assert g.tenant == tenant == tenancy.current_tenant()
+
+
+def test_resolution_raises_api_error(app: Flask) -> None:
+    with app.test_request_context("/budget"), pytest.raises(ApiError) as raised:
+        tenancy.authenticate()
+    assert raised.value.status == 401
