@@ -602,7 +602,7 @@ def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exact
             server.wait(timeout=10)
         log.close()
 
-    pids = set(re.findall(r"pid=(\d+) \d+ /chat", (tmp_path / "gunicorn.log").read_text()))
+    pids = set(re.findall(r"pid=<?(\d+)>? \d+ /chat", (tmp_path / "gunicorn.log").read_text()))
     assert len(pids) == 2, "both workers must have served /chat"
     budgets, estimates = ledger_rows(db, "acme")
     assert len(budgets) == 1, budgets

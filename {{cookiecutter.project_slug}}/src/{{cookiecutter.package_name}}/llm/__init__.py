@@ -11,15 +11,15 @@ add a real provider next to it by implementing :class:`LLMProvider`.
 from __future__ import annotations
 {%- if cookiecutter.llm_provider != 'fake' %}
 
-import httpx2
+from typing import TYPE_CHECKING
 {%- endif %}
-{% if cookiecutter.llm_provider == 'anthropic' %}
-from .anthropic_provider import AnthropicProvider
-{%- endif %}
+
 from .base import MESSAGE_OVERHEAD_TOKENS, Completion, LLMProvider, ProviderError
 from .fake import FailingProvider, FakeProvider
-{%- if cookiecutter.llm_provider == 'openai' %}
-from .openai_provider import OpenAIProvider
+{%- if cookiecutter.llm_provider != 'fake' %}
+
+if TYPE_CHECKING:
+    import httpx2
 {%- endif %}
 
 {%- if cookiecutter.llm_provider == 'fake' %}
@@ -66,6 +66,9 @@ def build_provider(
     if name == "openai":
         if not api_key:
             raise ValueError("the openai provider needs an API key (OPENAI_API_KEY)")
+        # The SDK takes about a second to import: pay for it only when it is used.
+        from .openai_provider import OpenAIProvider
+
         return OpenAIProvider(
             model=model, api_key=api_key, timeout_s=timeout_s, http_client=http_client
         )
@@ -73,6 +76,9 @@ def build_provider(
     if name == "anthropic":
         if not api_key:
             raise ValueError("the anthropic provider needs an API key (ANTHROPIC_API_KEY)")
+        # The SDK takes about a second to import: pay for it only when it is used.
+        from .anthropic_provider import AnthropicProvider
+
         return AnthropicProvider(
             model=model, api_key=api_key, timeout_s=timeout_s, http_client=http_client
         )
