@@ -32,6 +32,8 @@ JSON = {"Content-Type": "application/json", **auth_headers("acme")}
         ("/chat", "{}", "invalid_request"),
         ("/chat", '{"prompt": 42}', "invalid_request"),
         ("/chat", '{"prompt": "   "}', "invalid_request"),
+        ("/chat", '{"prompt": "\\ud800 lone surrogate"}', "invalid_request"),
+        ("/summarize", '{"text": "a\\udfff"}', "invalid_request"),
         ("/chat", '{"prompt": null}', "invalid_request"),
         ("/chat", '{"prompt": "hi", "max_tokens": "10"}', "invalid_request"),
         ("/chat", '{"prompt": "hi", "max_tokens": 1.5}', "invalid_request"),

@@ -32,6 +32,8 @@ def test_development_defaults_use_the_embedded_ledger_and_fake_llm() -> None:
         ({"CYCLES_READ_TIMEOUT": "-1"}, "CYCLES_READ_TIMEOUT"),
         ({"CYCLES_FAIL_OPEN": "maybe"}, "CYCLES_FAIL_OPEN"),
         ({"CYCLES_RESERVATION_TTL_MS": "10"}, "CYCLES_RESERVATION_TTL_MS"),
+        ({"CYCLES_DENY_CACHE_MS": "-1"}, "CYCLES_DENY_CACHE_MS"),
+        ({"CYCLES_DENY_CACHE_MS": "60001"}, "CYCLES_DENY_CACHE_MS"),
         ({"CYCLES_LOCAL_PORT": "70000"}, "CYCLES_LOCAL_PORT"),
         ({"CYCLES_LOCAL_BUDGET_USD": "lots"}, "CYCLES_LOCAL_BUDGET_USD"),
         ({"CYCLES_TENANT": "Not Valid"}, "CYCLES_TENANT"),

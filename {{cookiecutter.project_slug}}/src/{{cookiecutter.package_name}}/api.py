@@ -186,6 +186,10 @@ def text_field(body: Mapping[str, Any], name: str, max_chars: int) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value.strip():
         raise ApiError(400, "invalid_request", f"'{name}' must be a non-empty string.")
+    try:
+        value.encode("utf-8")  # a JSON escape can carry a lone surrogate, e.g. \ud800
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_request", f"'{name}' must be valid Unicode text.") from None
     if len(value) > max_chars:
         raise ApiError(413, "prompt_too_large", f"'{name}' is longer than {max_chars} characters.")
     return value

@@ -39,6 +39,7 @@ from runcycles import (
 
 from . import devledger
 from .config import Settings
+from .denycache import DenyCache
 from .errors import ApiError, error_response
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class CyclesBudgets:
         # CyclesClient is thread-safe, and a Cycles key belongs to one Cycles tenant.
         self._clients: dict[str, CyclesClient] = {}
         self._lock = threading.Lock()
+        # Recent denials per app tenant: a tenant out of budget is answered from here.
+        self.deny_cache = DenyCache(settings.cycles_deny_cache_ms)
 
     def client_for(self, tenant: str) -> CyclesClient:
         key = self._api_keys[tenant]
@@ -157,8 +160,24 @@ class CyclesBudgets:
         """Ask Cycles whether ``tenant`` may spend ``estimate`` now; raise ApiError if not.
 
         A cheap check before any work (parsing the model's answer, holding budget). The
-        reservation that follows is what actually guards the spend.
+        reservation that follows is what actually guards the spend. A recent denial of
+        ``tenant`` is answered from the deny cache without asking Cycles (see denycache.py).
         """
+        cached = self.deny_cache.lookup(tenant, estimate)
+        if cached is not None:
+            raise cached
+        try:
+            denial = self._decide(tenant, estimate)
+        except BaseException:  # no answer: nothing to keep, and let the next request ask
+            self.deny_cache.forget(tenant)
+            raise
+        if denial is None:  # allowed: only denials are kept
+            self.deny_cache.forget(tenant)
+            return
+        raise self.deny_cache.remember(tenant, estimate, denial)
+
+    def _decide(self, tenant: str, estimate: int) -> ApiError | None:
+        """Cycles' ``decide``: the denial to answer with, or None when allowed."""
         request = DecisionRequest(
             idempotency_key=str(uuid.uuid4()),
             subject=self.subject_for(tenant),
@@ -171,12 +190,13 @@ class CyclesBudgets:
             error = api_error_from_response(response, "decide")
             if self.fail_open and error.error == "cycles_unavailable":
                 log.warning("Cycles is unavailable; CYCLES_FAIL_OPEN lets the request through")
-                return
+                return None
             raise error
         if body.get("decision") == Decision.DENY.value:
             code = body.get("reason_code")
             denial = _DENIALS.get(code if isinstance(code, str) else "", _DENIED)
-            raise _api_error(denial, _non_negative_int(body.get("retry_after_ms")))
+            return _api_error(denial, _non_negative_int(body.get("retry_after_ms")))
+        return None
 
     def balances(self, tenant: str) -> list[Balance]:
         """``tenant``'s own budgets, one per scope."""

@@ -66,6 +66,7 @@ class Settings:
     cycles_read_timeout: float
     cycles_fail_open: bool
     cycles_reservation_ttl_ms: int
+    cycles_deny_cache_ms: int  # how long a budget denial is answered without Cycles; 0: off
     cycles_journal_dir: Path
     cycles_admin_url: str | None
     cycles_admin_api_key: str | None
@@ -230,6 +231,7 @@ class _Reader:
             cycles_reservation_ttl_ms=self.integer(
                 "CYCLES_RESERVATION_TTL_MS", "60000", 1_000, 86_400_000
             ),
+            cycles_deny_cache_ms=self.integer("CYCLES_DENY_CACHE_MS", "1000", 0, 60_000),
             cycles_journal_dir=Path(
                 self.raw("CYCLES_JOURNAL_DIR") or instance / "cycles-commit-journal"
             ),
