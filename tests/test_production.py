@@ -17,13 +17,10 @@ import runpy
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import TEMPLATE_DIR, Baker
+from localhttp import free_port, http
 
 VENV_BIN = Path(sys.executable).parent
 PACKAGE = "llm_service"
@@ -511,25 +509,6 @@ def test_cruft_create_then_update_round_trip(tmp_path: Path) -> None:
 # --- gunicorn end to end ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple:
-    """One request on a fresh connection (so the kernel spreads them over the workers)."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
-
-
 def ledger_rows(db: Path, tenant: str) -> tuple[list[dict], list[int]]:
     """The tenant's budget rows and the estimates of its reservations, read from SQLite."""
     with sqlite3.connect(db) as conn:
@@ -582,13 +561,16 @@ def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exact
 
         # A burst across both workers, then one call at a time until the budget says no.
         with ThreadPoolExecutor(max_workers=8) as pool:
-            burst = list(pool.map(lambda _: http("POST", base + "/chat", chat, auth), range(40)))
+            calls = (
+                pool.submit(http, "POST", base + "/chat", chat, auth, timeout=30) for _ in range(40)
+            )
+            burst = [call.result() for call in list(calls)]
         statuses = [status for status, _ in burst]
         # A denial seen in the burst (budget held by calls in flight) is answered from the
         # app's deny cache for CYCLES_DENY_CACHE_MS (1 s by default): let it expire.
         time.sleep(1.1)
         for _ in range(60):
-            status, body = http("POST", base + "/chat", chat, auth)
+            status, body = http("POST", base + "/chat", chat, auth, timeout=30)
             statuses.append(status)
             if status == 402:
                 break
