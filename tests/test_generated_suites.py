@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Baker
 from matrix import COVER, row_id
+from mypycache import shared_mypy_cache
 
 pytestmark = pytest.mark.slow
 
@@ -27,21 +28,33 @@ UNUSED_PLUGINS = ("-p", "no:cookies", "-p", "no:xdist", "-p", "no:xdist.looponfa
 VERBATIM_TESTS = "tests/test_localcycles_*.py"
 
 # Settings a developer's shell might carry that would leak into the generated suites.
-LEAKY_PREFIXES = ("CYCLES_", "APP_ENV", "LLM_", "OPENAI_", "ANTHROPIC_", "TENANT", "FLASK_")
+LEAKY_PREFIXES = (
+    "CYCLES_",
+    "APP_ENV",
+    "LLM_",
+    "OPENAI_",
+    "ANTHROPIC_",
+    "TENANT",
+    "FLASK_",
+    "HYPOTHESIS_",
+)
 
 
-def clean_env(project: Path) -> dict[str, str]:
+def clean_env(project: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY_PREFIXES)}
     env["PYTHONPATH"] = str(project / "src")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
     return env
 
 
-def run(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run(
+    project: Path, *args: str, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args],
         cwd=project,
-        env=clean_env(project),
+        env=clean_env(project, **env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -52,8 +65,23 @@ def run(project: Path, *args: str, timeout: float = 300) -> subprocess.Completed
 @pytest.mark.parametrize("answers", COVER, ids=row_id)
 def test_generated_suite_passes(bake: Baker, answers: dict[str, str]) -> None:
     project = bake(**answers)
-    skip = [] if answers == COVER[0] else [f"--ignore-glob={VERBATIM_TESTS}"]
-    result = run(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", *UNUSED_PLUGINS, *skip)
+    if answers == COVER[0]:
+        skip, profile = [], "thorough"
+    else:
+        # The property tests' strategies are the same in every bake (only the tenancy they
+        # drive differs): full example counts on the defaults, a fifth elsewhere.
+        skip, profile = [f"--ignore-glob={VERBATIM_TESTS}"], "quick"
+    result = run(
+        project,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *UNUSED_PLUGINS,
+        *skip,
+        HYPOTHESIS_PROFILE=profile,
+    )
     tail = (result.stdout + result.stderr)[-6000:]
     assert result.returncode == 0, f"generated suite failed for {answers}:\n{tail}"
     assert " passed" in result.stdout
@@ -64,7 +92,6 @@ def test_generated_code_is_mypy_strict_clean(
     bake: Baker, answers: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     project = bake(**answers)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    cache = tmp_path_factory.getbasetemp().parent / f"mypy-cache-{worker}"
-    result = run(project, "-m", "mypy", "--cache-dir", str(cache), "src")
+    with shared_mypy_cache(tmp_path_factory) as cache:
+        result = run(project, "-m", "mypy", "--cache-dir", str(cache), "src")
     assert result.returncode == 0, f"mypy failed for {answers}:\n{result.stdout}{result.stderr}"

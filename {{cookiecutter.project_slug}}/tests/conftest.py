@@ -9,6 +9,7 @@ what the app sends on its way to the real one.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from hypothesis import HealthCheck, settings
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }} import budget, create_app
@@ -40,6 +42,37 @@ DEFAULT_MAX_TOKENS = 64
 MAX_TOKENS_LIMIT = 256
 CONNECT_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 2.0
+
+
+# Property tests: "thorough" by default; HYPOTHESIS_PROFILE=quick runs a fifth of the examples
+# (for a fast inner loop, or a CI that runs this suite many times). No example database, so
+# a run leaves no .hypothesis/ folder behind.
+settings.register_profile(
+    "thorough",
+    max_examples=100,
+    deadline=None,
+    database=None,
+    # Property tests reuse one app and ledger (function-scoped fixtures) for all examples.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile("quick", settings.get_profile("thorough"), max_examples=20)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "thorough"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def offline_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point TLS certificate lookups at an empty CA directory for the whole run.
+
+    Every httpx client (one per Cycles client and SDK client: ~200 per run) builds a TLS
+    context up front, and with SSL_CERT_FILE or certifi that means parsing a CA bundle of
+    a few hundred certificates, 30-50 ms each time. A CA directory is read lazily, only on a
+    handshake, and an empty one also makes any accidental TLS connection to the internet
+    fail: these tests talk to loopback HTTP and mocked transports only.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("SSL_CERT_FILE", raising=False)
+        patch.setenv("SSL_CERT_DIR", str(tmp_path_factory.mktemp("no-ca-certificates")))
+        yield
 
 
 def caller_key(tenant: str) -> str:

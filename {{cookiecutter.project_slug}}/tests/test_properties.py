@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import (
@@ -27,15 +27,6 @@ from conftest import (
     Provisioner,
     auth_headers,
     caller_key,
-)
-
-# Function-scoped fixtures (one app and ledger for all examples) are what we want here:
-# every example compares the ledger before and after its own request.
-PROPERTY_SETTINGS = settings(
-    max_examples=100,
-    deadline=None,
-    database=None,  # leave no .hypothesis/ directory in the project
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 GUARDED = ("/chat", "/summarize")
@@ -180,7 +171,6 @@ def check_answer(client: FlaskClient, provisioner: Provisioner, req: dict[str, A
     assert charged == reported, (charged, body)
 
 
-@PROPERTY_SETTINGS
 @given(req=requests(st.sampled_from(ROUTES + UNKNOWN_PATHS)))
 def test_any_request_gets_a_clean_answer_and_only_accepted_calls_are_charged(
     client: FlaskClient, provisioner: Provisioner, req: dict[str, Any]
@@ -188,7 +178,6 @@ def test_any_request_gets_a_clean_answer_and_only_accepted_calls_are_charged(
     check_answer(client, provisioner, req)
 
 
-@PROPERTY_SETTINGS
 @given(data=st.data(), tenant=st.sampled_from(TENANTS), route=st.sampled_from(GUARDED))
 def test_guarded_calls_by_known_callers_charge_exactly_or_nothing(
     client: FlaskClient, provisioner: Provisioner, data: st.DataObject, tenant: str, route: str
