@@ -10,7 +10,11 @@ one run:
 2. Cycles operations per guarded request, counted at the ledger;
 3. a tenant out of budget hammered by 8 client threads: 402s/s and Cycles calls/s (the deny
    cache should hold it to about one ``decide`` per second per worker);
-4. RSS (VmRSS) of each worker before and after 10,000 more requests.
+4. RSS (VmRSS) of each worker before and after 10,000 more requests;
+5. after gunicorn has stopped, where the guard's time goes, in this process with the same
+   app on the same ledger (no HTTP in front of Flask): the preflight ``decide`` alone,
+   runcycles' ``stream_reservation`` (reserve + commit, no model call) alone, the same
+   reserve + commit as two bare client calls, and an empty HTTP round trip to the ledger.
 
 Budgeting off, without a production kill switch: gunicorn serves a bench-only WSGI module
 written into the temp dir. It builds the app with ``create_app()`` and adds one route,
@@ -381,6 +385,9 @@ def main() -> int:
         )
         print(f"   (first 1 s of the deny burst, unmeasured: Cycles {fmt_ops(cold_ops)})")
         print(f"  (Cycles operations during the memory phase: {fmt_ops(mem_ops)})")
+        stop(proc)
+        proc = None
+        guard_breakdown(package, env, args.latency_requests)
         return 0
     finally:
         if proc is not None:
@@ -388,6 +395,86 @@ def main() -> int:
         if log_file is not None:
             log_file.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def guard_breakdown(package: str, env: dict[str, str], n: int) -> None:
+    """Phase 5: time the guard's parts one by one (single thread, p50 of ``n`` each)."""
+    import uuid
+    from importlib import import_module
+
+    import httpx
+
+    pkg = import_module(package)
+    budget_mod = import_module(f"{package}.budget")
+    runcycles = import_module("runcycles")
+    app = pkg.create_app(
+        {k: v for k, v in env.items() if k.startswith(("APP_", "CYCLES_", "LLM_"))}
+    )
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer dev-key-{RICH}"}
+    body = json.loads(BODY)
+    with app.app_context():
+        budgets = budget_mod.get_budgets(app)
+        cycles = budgets.client_for(RICH)
+        subject, action = budgets.subject_for(RICH), budgets.action()
+        estimate = runcycles.Amount(unit=runcycles.Unit.USD_MICROCENTS, amount=10_000)
+        base_url = cycles._config.base_url
+        floor = httpx.Client(base_url=base_url)
+
+        def stream() -> None:
+            with cycles.stream_reservation(
+                subject=subject, action=action, estimate=estimate, ttl_ms=60_000
+            ) as held:
+                held.usage.set_actual_cost(7_000)
+
+        def bare() -> None:
+            wire = {"unit": "USD_MICROCENTS"}
+            made = cycles.create_reservation(
+                {
+                    "idempotency_key": uuid.uuid4().hex,
+                    "subject": subject.model_dump(exclude_none=True),
+                    "action": action.model_dump(exclude_none=True),
+                    "estimate": {**wire, "amount": 10_000},
+                    "ttl_ms": 60_000,
+                }
+            )
+            done = cycles.commit_reservation(
+                made.body["reservation_id"],
+                {"idempotency_key": uuid.uuid4().hex, "actual": {**wire, "amount": 7_000}},
+            )
+            assert done.status == 200, done.body
+
+        parts: list[tuple[str, Callable[[], object]]] = [
+            ("Flask GET /healthz (test client)", lambda: client.get("/healthz")),
+            (
+                "POST /chat guarded (test client)",
+                lambda: client.post("/chat", json=body, headers=auth),
+            ),
+            ("preflight decide", lambda: budgets.preflight(RICH, 10_000)),
+            ("stream_reservation reserve+commit", stream),
+            ("bare reserve + commit (2 calls)", bare),
+            ("empty HTTP round trip to ledger", lambda: floor.get("/healthz")),
+        ]
+        print("\n5. where the guard's time goes: one thread, in-process app + its embedded ledger")
+        results: dict[str, float] = {}
+        for label, call in parts:
+            for _ in range(30):
+                call()
+            took = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                call()
+                took.append((time.perf_counter() - t0) * 1000)
+            results[label] = pct(took, 0.5)
+            print(f"   {label:<36} p50 {results[label]:7.2f} ms")
+        parts_sum = results["preflight decide"] + results["stream_reservation reserve+commit"]
+        print(
+            f"   decide + stream_reservation = {parts_sum:.2f} ms of Cycles calls per guarded "
+            f"request (3 HTTP calls; floor of 3 empty round trips "
+            f"{3 * results['empty HTTP round trip to ledger']:.2f} ms)"
+        )
+        floor.close()
+    budget_mod.close(app)
 
 
 def _scope_of(ledger: object, tenant: str) -> str:

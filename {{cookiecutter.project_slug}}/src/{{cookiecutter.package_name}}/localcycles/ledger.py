@@ -44,18 +44,21 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# Encoders built once: json.dumps with any option builds a new JSONEncoder per call. Values
+# come from parsed JSON or are built here, so they cannot be circular.
+_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 def payload_hash(body: Any) -> str:
     """Stable hash of a request body (sorted-key compact JSON) for idempotency comparison."""
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_canonical(body).encode()).hexdigest()
 
 
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 class LocalLedger:
@@ -69,6 +72,7 @@ class LocalLedger:
         self.clock: Clock = clock or wall_clock_ms
         self.max_extensions = max_extensions
         self._auth_cache: dict[str, tuple[str, int]] = {}
+        self._digests: dict[str, str] = {}  # API key -> hash_key(key); bounded
 
     def close(self) -> None:
         self.db.close()
@@ -195,7 +199,11 @@ class LocalLedger:
         Positive answers are cached for a second: a key lookup on every request costs more
         than the rest of a read, and keys are created far more often than changed.
         """
-        digest = hash_key(secret)
+        digest = self._digests.get(secret)
+        if digest is None:
+            if len(self._digests) >= 256:
+                self._digests.clear()  # a few clients use a few keys; never grow unbounded
+            digest = self._digests[secret] = hash_key(secret)
         now = self.clock()
         cached = self._auth_cache.get(digest)
         if cached is not None and cached[1] > now:

@@ -60,6 +60,8 @@ def parse_json(body: bytes) -> Json:
 def split_target(target: str) -> tuple[str, dict[str, str]]:
     path, _, query = target.partition("?")
     params: dict[str, str] = {}
+    if not query:
+        return path, params
     for key, value in parse_qsl(query, keep_blank_values=True):
         params.setdefault(key, value)  # first occurrence wins
     return path, params

@@ -226,8 +226,11 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.write(head + data)
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
 def _json_bytes(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _encode(payload).encode("utf-8")
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
