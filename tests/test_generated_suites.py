@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Baker
 from matrix import COVER, row_id
-from mypycache import shared_mypy_cache
+from runcache import hypothesis_storage, shared_mypy_cache
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,9 @@ def run(
 
 
 @pytest.mark.parametrize("answers", COVER, ids=row_id)
-def test_generated_suite_passes(bake: Baker, answers: dict[str, str]) -> None:
+def test_generated_suite_passes(
+    bake: Baker, answers: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     project = bake(**answers)
     if answers == COVER[0]:
         skip, profile = [], "thorough"
@@ -81,6 +83,7 @@ def test_generated_suite_passes(bake: Baker, answers: dict[str, str]) -> None:
         *UNUSED_PLUGINS,
         *skip,
         HYPOTHESIS_PROFILE=profile,
+        HYPOTHESIS_STORAGE_DIRECTORY=str(hypothesis_storage(tmp_path_factory)),
     )
     tail = (result.stdout + result.stderr)[-6000:]
     assert result.returncode == 0, f"generated suite failed for {answers}:\n{tail}"

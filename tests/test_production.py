@@ -31,7 +31,7 @@ import pytest
 import yaml
 from conftest import TEMPLATE_DIR, Baker
 from localhttp import free_port, http
-from mypycache import shared_mypy_cache
+from runcache import shared_mypy_cache
 
 VENV_BIN = Path(sys.executable).parent
 PACKAGE = "llm_service"

@@ -45,8 +45,8 @@ READ_TIMEOUT_S = 2.0
 
 
 # Property tests: "thorough" by default; HYPOTHESIS_PROFILE=quick runs a fifth of the examples
-# (for a fast inner loop, or a CI that runs this suite many times). No example database, so
-# a run leaves no .hypothesis/ folder behind.
+# (for a fast inner loop, or a CI that runs this suite many times). No example database: a
+# failure prints its example, and runs do not depend on what earlier runs found.
 settings.register_profile(
     "thorough",
     max_examples=100,
