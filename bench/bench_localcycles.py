@@ -258,6 +258,16 @@ def main() -> None:
         f"16-thread empty round trips in 1 process {rows[2][2]:.0f}/s; "
         f"mean single-thread lifecycle {statistics.fmean(life1):.3f} ms"
     )
+    # Client and server share this machine's CPUs: no schedule beats total CPU / CPU per op.
+    cpus = os.cpu_count() or 1
+    for label, _, rate, client_ms, server_ms in rows[3:6]:
+        if server_pid is not None and client_ms + server_ms > 0:
+            ceiling = 1000 * cpus / (client_ms + server_ms)
+            print(
+                f"{label}: CPU ceiling {ceiling:.0f}/s on {cpus} CPUs "
+                f"(client {client_ms:.2f} + server {server_ms:.2f} ms per lifecycle); "
+                f"measured {rate:.0f}/s"
+            )
     client_ceiling = 1000 / rows[1][3] if rows[1][3] else float("inf")
     print(
         f"one client process can drive at most ~{client_ceiling:.0f} lifecycles/s "
