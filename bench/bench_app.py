@@ -418,8 +418,8 @@ def guard_breakdown(package: str, env: dict[str, str], n: int) -> None:
         cycles = budgets.client_for(RICH)
         subject, action = budgets.subject_for(RICH), budgets.action()
         estimate = runcycles.Amount(unit=runcycles.Unit.USD_MICROCENTS, amount=10_000)
-        base_url = cycles._config.base_url
-        floor = httpx.Client(base_url=base_url)
+        ledger_url = app.extensions[budget_mod.LOCAL_SERVER_EXTENSION].base_url
+        floor = httpx.Client(base_url=ledger_url)
 
         def stream() -> None:
             with cycles.stream_reservation(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,3 +38,10 @@ def bake(cookies_session: Any) -> Iterator[Baker]:
         return cache[key]
 
     yield _bake
+
+
+def fresh_copy(project: Path, tmp_path: Path) -> Path:
+    """A private copy of a (shared, session-cached) bake, for a test that writes into it."""
+    target = tmp_path / project.name
+    shutil.copytree(project, target, ignore=shutil.ignore_patterns("__pycache__", ".*_cache"))
+    return target

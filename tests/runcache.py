@@ -38,9 +38,10 @@ def hypothesis_storage(factory: pytest.TempPathFactory) -> Path:
 @contextmanager
 def shared_mypy_cache(factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Hold the run's mypy cache directory (created on first use) until the block ends."""
-    cache = run_dir(factory) / "mypy-cache"
+    shared = run_dir(factory)
+    cache = shared / "mypy-cache"
     cache.mkdir(exist_ok=True)
-    with open(run_dir(factory) / "mypy-cache.lock", "w") as lock:
+    with open(shared / "mypy-cache.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield cache

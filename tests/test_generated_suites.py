@@ -8,13 +8,12 @@ union of the generated projects' dependencies once: no virtualenv per bake.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import Baker
+from conftest import Baker, fresh_copy
 from matrix import COVER, row_id
 from runcache import hypothesis_storage, shared_mypy_cache
 
@@ -70,8 +69,7 @@ def test_generated_suite_passes(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     # A private copy: the suite writes bytecode next to its sources, and the bake is shared.
-    project = tmp_path / "project"
-    shutil.copytree(bake(**answers), project)
+    project = fresh_copy(bake(**answers), tmp_path)
     if answers == COVER[0]:
         skip, profile = [], "thorough"
     else:

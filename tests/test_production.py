@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TEMPLATE_DIR, Baker
+from conftest import TEMPLATE_DIR, Baker, fresh_copy
 from localhttp import free_port, http
 from runcache import shared_mypy_cache
 
@@ -353,12 +353,6 @@ def git(project: Path, *args: str) -> None:
     }  # fmt: skip
     result = run(["git", *args], project, env)
     assert result.returncode == 0, result.stderr
-
-
-def fresh_copy(project: Path, tmp_path: Path) -> Path:
-    target = tmp_path / project.name
-    shutil.copytree(project, target, ignore=shutil.ignore_patterns("__pycache__", ".*_cache"))
-    return target
 
 
 @pytest.mark.slow

@@ -71,8 +71,8 @@ class LocalLedger:
         self.path = self.db.path
         self.clock: Clock = clock or wall_clock_ms
         self.max_extensions = max_extensions
+        # Presented API key -> (tenant, valid until ms); only keys the ledger accepted.
         self._auth_cache: dict[str, tuple[str, int]] = {}
-        self._digests: dict[str, str] = {}  # API key -> hash_key(key); bounded
 
     def close(self) -> None:
         self.db.close()
@@ -197,17 +197,14 @@ class LocalLedger:
         """The tenant an API key belongs to, or None for an unknown/expired/revoked key.
 
         Positive answers are cached for a second: a key lookup on every request costs more
-        than the rest of a read, and keys are created far more often than changed.
+        than the rest of a read, and keys are created far more often than changed. A cached
+        key is not even hashed again.
         """
-        digest = self._digests.get(secret)
-        if digest is None:
-            if len(self._digests) >= 256:
-                self._digests.clear()  # a few clients use a few keys; never grow unbounded
-            digest = self._digests[secret] = hash_key(secret)
         now = self.clock()
-        cached = self._auth_cache.get(digest)
+        cached = self._auth_cache.get(secret)
         if cached is not None and cached[1] > now:
             return cached[0]
+        digest = hash_key(secret)
         with self.db.read() as conn:
             row = conn.execute(
                 "SELECT tenant_id, status, expires_at_ms FROM api_keys WHERE key_hash = ?",
@@ -218,7 +215,7 @@ class LocalLedger:
         if row["expires_at_ms"] is not None and row["expires_at_ms"] <= now:
             return None
         valid_until = min(now + 1000, row["expires_at_ms"] or now + 1000)
-        self._auth_cache[digest] = (str(row["tenant_id"]), valid_until)
+        self._auth_cache[secret] = (str(row["tenant_id"]), valid_until)
         return str(row["tenant_id"])
 
     def set_budget(
