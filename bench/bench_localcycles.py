@@ -7,7 +7,14 @@ run in one process, then spread over 2 and 4 client processes, so the client's o
 ceiling shows separately from the server's; the CPU columns give the client and server CPU
 spent per operation. A lean stdlib http.client load gives the server's own capacity.
 
+Side by side (issue 11): the same lean load against the shipped selector front end and the
+thread-per-connection server it replaced (that server.py from commit THREADED_BASELINE over
+this ledger, so only the HTTP layer differs), alternating rounds, with the ratios; then each
+server's thread count while TRICKLERS clients send their request heads a byte at a time, and
+whether a normal client is still served meanwhile.
+
     /work/venv/bin/python bench/bench_localcycles.py [--seconds 4] [--in-process]
+    /work/venv/bin/python bench/bench_localcycles.py --side-by-side-only [--rounds 3]
 
 By default the server runs in its own process (as with `flask run` in a second terminal), so
 client and server do not share one GIL; --in-process runs it in a thread of this process.
@@ -16,10 +23,13 @@ client and server do not share one GIL; --in-process runs it in a thread of this
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
 import multiprocessing
 import os
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,9 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PACKAGES = glob.glob(os.path.join(HERE, "..", "{{cookiecutter.project_slug}}", "src", "*"))
+SOURCE = os.path.join(HERE, "..", "{{cookiecutter.project_slug}}", "src")
 # BENCH_LOCALCYCLES_SRC=<dir holding a localcycles/ package> benchmarks another copy (A/B runs).
-sys.path.insert(0, os.path.abspath(os.environ.get("BENCH_LOCALCYCLES_SRC") or PACKAGES[0]))
+sys.path.insert(0, os.path.abspath(os.environ.get("BENCH_LOCALCYCLES_SRC") or SOURCE))
 
 import http.client  # noqa: E402
 import json  # noqa: E402
@@ -40,6 +50,13 @@ import httpx  # noqa: E402
 import localcycles  # noqa: E402
 from localcycles import LocalCyclesServer, LocalLedger, spawn_server_process  # noqa: E402
 from runcycles import CyclesClient, CyclesConfig  # noqa: E402
+
+#: The last commit whose localcycles/server.py is the thread-per-connection server.
+THREADED_BASELINE = "dc877c4f5043307708c97e045eb1abd14d43c4b9"
+BASELINE_PATH = (
+    "{{cookiecutter.project_slug}}/src/{{cookiecutter.package_name}}/localcycles/server.py"
+)
+TRICKLERS = 400
 
 TENANT = "bench"
 UNIT = "USD_MICROCENTS"
@@ -133,6 +150,199 @@ def run_spread(
     return merged, sum(rate for _, rate, _ in results), sum(cpu for _, _, cpu in results)
 
 
+def seed_ledger(db: str) -> str:
+    """A ledger with one well-funded tenant; returns its API key."""
+    ledger = LocalLedger(db)
+    ledger.create_tenant(TENANT)
+    key = ledger.create_api_key(TENANT)
+    ledger.set_budget(f"tenant:{TENANT}", UNIT, allocated=10**15)
+    ledger.set_budget(f"tenant:{TENANT}/workspace:prod", UNIT, allocated=10**15)
+    ledger.close()
+    return key
+
+
+class LeanClient:
+    """The lean load: one stdlib http.client keep-alive connection per calling thread."""
+
+    def __init__(self, url: str, key: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.headers = {"X-Cycles-API-Key": key, "Content-Type": "application/json"}
+        self.local = threading.local()
+
+    def conn(self) -> http.client.HTTPConnection:
+        if not hasattr(self.local, "conn"):
+            self.local.conn = http.client.HTTPConnection(*self.address, timeout=10)
+        return self.local.conn  # type: ignore[no-any-return]
+
+    def lifecycle(self) -> None:
+        c = self.conn()
+        reserve = {
+            "idempotency_key": uuid.uuid4().hex,
+            "subject": SUBJECT,
+            "action": ACTION,
+            "estimate": {"unit": UNIT, "amount": 1000},
+        }
+        c.request("POST", "/v1/reservations", json.dumps(reserve), self.headers)
+        res = c.getresponse()
+        rid = json.loads(res.read())["reservation_id"]
+        commit = {"idempotency_key": uuid.uuid4().hex, "actual": {"unit": UNIT, "amount": 700}}
+        c.request("POST", f"/v1/reservations/{rid}/commit", json.dumps(commit), self.headers)
+        done = c.getresponse()
+        done.read()
+        if done.status != 200:
+            raise RuntimeError(f"commit failed: {done.status}")
+
+    def floor(self) -> None:
+        c = self.conn()
+        c.request("GET", "/healthz")
+        c.getresponse().read()
+
+
+def threaded_baseline(workdir: str) -> str | None:
+    """A copy of this localcycles package with the thread-per-connection server.py.
+
+    Returns the directory to put on PYTHONPATH, or None (with a note) outside a git checkout.
+    """
+    try:
+        source = subprocess.run(
+            ["git", "-C", HERE, "show", f"{THREADED_BASELINE}:{BASELINE_PATH}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"side by side skipped: no threaded baseline from git ({exc})")
+        return None
+    parent = os.path.join(workdir, "threaded")
+    package = os.path.join(parent, "localcycles")
+    here = os.path.dirname(os.path.abspath(localcycles.__file__))
+    shutil.copytree(here, package, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(os.path.join(package, "errors.py")) as errors:
+        if "class CyclesError" not in errors.read():  # the error type was renamed since
+            source = source.replace(
+                "from .errors import CyclesError", "from .errors import LedgerError as CyclesError"
+            )
+    with open(os.path.join(package, "server.py"), "w") as server:
+        server.write(source)
+    return parent
+
+
+def spawn_from(parent: str, db: str) -> tuple[subprocess.Popen[str], str]:
+    """``python -m localcycles`` from the package under ``parent``; returns (process, url)."""
+    env = {**os.environ, "PYTHONPATH": parent}
+    cmd = [sys.executable, "-m", "localcycles", "--db", db, "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()  # printed once it accepts connections
+    if not url.startswith("http://"):
+        proc.kill()
+        raise RuntimeError(f"server from {parent} did not start (got {url!r})")
+    return proc, url
+
+
+def thread_count(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return -1
+
+
+def trickle(url: str, pid: int, clients: int, seconds: float) -> str:
+    """``clients`` connections send a request head a byte every 0.25 s for ``seconds``.
+
+    Returns a summary: the server's peak thread count, how the trickling clients were
+    answered, and whether a normal client was served midway.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    head = b"POST /v1/reservations HTTP/1.1\r\nHost: bench\r\nX-Padding: " + b"a" * 400
+    socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(clients)]
+    for sock in socks:
+        sock.setblocking(False)
+    live, answered, closed, peak, step = list(socks), 0, 0, 0, 0
+    normal = "not tried"
+    began = time.monotonic()
+    while time.monotonic() - began < seconds and live:
+        for sock in list(live):
+            try:
+                reply = sock.recv(4096)
+            except BlockingIOError:
+                with contextlib.suppress(OSError):
+                    sock.send(head[step : step + 1])
+                continue
+            except OSError:
+                reply = b""
+            live.remove(sock)
+            if reply.startswith(b"HTTP/1.1 408"):
+                answered += 1
+            else:
+                closed += 1
+        step += 1
+        peak = max(peak, thread_count(pid))
+        if normal == "not tried" and time.monotonic() - began > seconds / 2:
+            t0 = time.perf_counter()
+            try:
+                conn = http.client.HTTPConnection(host, int(port), timeout=5)
+                conn.request("GET", "/healthz")
+                status = conn.getresponse().status
+                conn.close()
+                normal = f"served {status} in {(time.perf_counter() - t0) * 1000:.1f} ms"
+            except OSError as exc:
+                normal = f"NOT served ({exc})"
+        time.sleep(0.25)
+    for sock in socks:
+        sock.close()
+    return (
+        f"peak {peak} threads; after {seconds:.0f} s {answered} answered 408, {closed} closed, "
+        f"{len(live)} still held; a normal client midway: {normal}"
+    )
+
+
+def side_by_side(workdir: str, seconds: float, rounds: int) -> None:
+    """The lean load against the threaded server and the selector front end, alternating."""
+    baseline = threaded_baseline(workdir)
+    if baseline is None:
+        return
+    shipped = os.path.dirname(os.path.dirname(os.path.abspath(localcycles.__file__)))
+    servers: dict[str, tuple[subprocess.Popen[str], str, str]] = {}
+    for name, parent in (("threaded", baseline), ("selector", shipped)):
+        db = os.path.join(workdir, f"side-{name}.sqlite3")
+        key = seed_ledger(db)
+        proc, url = spawn_from(parent, db)
+        servers[name] = (proc, url, key)
+        run(4, 0.5, LeanClient(url, key).lifecycle)  # warm up
+    print(
+        f"\nside by side, lean http.client load, 16 threads x 1 keep-alive connection, "
+        f"{seconds:.0f} s per run (threaded = server.py of {THREADED_BASELINE[:7]})"
+    )
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    for round_no in range(1, rounds + 1):
+        for name, (proc, url, key) in servers.items():
+            srv0 = process_cpu_s(proc.pid)
+            latencies, rate = run(16, seconds, LeanClient(url, key).lifecycle)
+            server_ms = (process_cpu_s(proc.pid) - srv0) * 1000 / max(1, len(latencies))
+            rates[name].append(rate)
+            p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+            print(
+                f"  round {round_no} {name:<9} {rate:>6.0f} lifecycles/s  p50 {p50:6.2f} ms  "
+                f"p99 {p99:6.2f} ms  server cpu {server_ms:.3f} ms/lifecycle"
+            )
+    ratios = [new / old for new, old in zip(rates["selector"], rates["threaded"], strict=True)]
+    print(
+        f"selector / threaded capacity: median {statistics.median(ratios):.2f}x "
+        f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); medians "
+        f"{statistics.median(rates['selector']):.0f} vs {statistics.median(rates['threaded']):.0f}"
+        " lifecycles/s"
+    )
+    print(f"{TRICKLERS} clients trickling a request head (a byte every 0.25 s) for 7 s:")
+    for name, (proc, url, _) in servers.items():
+        print(f"  {name:<9} {trickle(url, proc.pid, TRICKLERS, 7.0)}")
+    for proc, _, _ in servers.values():
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -168,16 +378,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0, help="per phase (7 phases)")
     parser.add_argument("--in-process", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="side-by-side rounds per server")
+    parser.add_argument(
+        "--side-by-side-only", action="store_true", help="only threaded vs selector"
+    )
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="bench-localcycles-")
+    if args.side_by_side_only:
+        side_by_side(workdir, args.seconds, args.rounds)
+        return
     db = os.path.join(workdir, "ledger.sqlite3")
-    ledger = LocalLedger(db)
-    ledger.create_tenant(TENANT)
-    key = ledger.create_api_key(TENANT)
-    ledger.set_budget(f"tenant:{TENANT}", UNIT, allocated=10**15)
-    ledger.set_budget(f"tenant:{TENANT}/workspace:prod", UNIT, allocated=10**15)
-    ledger.close()
+    key = seed_ledger(db)
 
     proc: Any = None
     server: LocalCyclesServer | None = None
@@ -194,7 +406,6 @@ def main() -> None:
         base_url=url, headers={"X-Cycles-API-Key": key}, timeout=httpx.Timeout(5.0)
     )
     server_pid = None if proc is None else proc.pid
-    subject, action = SUBJECT, ACTION
 
     def empty_round_trip() -> None:
         if floor_http.get("/healthz").status_code != 200:
@@ -277,53 +488,9 @@ def main() -> None:
     # Server capacity without httpx's client-side cost: 16 threads, one stdlib keep-alive
     # connection each. On a 2-core box the runcycles/httpx client, not the server, is the
     # limit of the figures above (compare the 16-thread floor).
-    host, port = url.removeprefix("http://").split(":")
-    local = threading.local()
-    headers = {"X-Cycles-API-Key": key, "Content-Type": "application/json"}
-
-    def conn() -> http.client.HTTPConnection:
-        if not hasattr(local, "conn"):
-            local.conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        return local.conn  # type: ignore[no-any-return]
-
-    def raw_lifecycle() -> None:
-        c = conn()
-        c.request(
-            "POST",
-            "/v1/reservations",
-            json.dumps(
-                {
-                    "idempotency_key": uuid.uuid4().hex,
-                    "subject": subject,
-                    "action": action,
-                    "estimate": {"unit": UNIT, "amount": 1000},
-                }
-            ),
-            headers,
-        )
-        res = c.getresponse()
-        rid = json.loads(res.read())["reservation_id"]
-        c.request(
-            "POST",
-            f"/v1/reservations/{rid}/commit",
-            json.dumps(
-                {"idempotency_key": uuid.uuid4().hex, "actual": {"unit": UNIT, "amount": 700}}
-            ),
-            headers,
-        )
-        done = c.getresponse()
-        done.read()
-        if done.status != 200:
-            raise RuntimeError(f"commit failed: {done.status}")
-
-    def raw_floor() -> None:
-        c = conn()
-        c.request("GET", "/healthz")
-        c.getresponse().read()
-
-    _, raw_floor_rate = run(16, args.seconds / 2, raw_floor)
+    _, raw_floor_rate = run(16, args.seconds / 2, LeanClient(url, key).floor)
     srv0 = process_cpu_s(server_pid)
-    raw_lat, raw_rate = run(16, args.seconds / 2, raw_lifecycle)
+    raw_lat, raw_rate = run(16, args.seconds / 2, LeanClient(url, key).lifecycle)
     raw_srv_ms = (process_cpu_s(server_pid) - srv0) * 1000 / max(1, len(raw_lat))
     print(
         f"server capacity (16 threads, http.client): empty round trips {raw_floor_rate:.0f}/s, "
@@ -338,6 +505,7 @@ def main() -> None:
     if proc is not None:
         proc.terminate()
         proc.wait(timeout=10)
+    side_by_side(workdir, args.seconds, args.rounds)
 
 
 if __name__ == "__main__":

@@ -126,8 +126,41 @@ CHECKS: dict[str, Callable[[str], str | None]] = {
     "model": check_model,
     "input_price_per_million_usd": check_price,
     "output_price_per_million_usd": check_price,
+    "cached_input_price_per_million_usd": check_price,
     "cycles_app": check_subject,
 }
+PRICE_FIELDS = (
+    "input_price_per_million_usd",
+    "output_price_per_million_usd",
+    "cached_input_price_per_million_usd",
+)
+
+
+def reason_for(field: str, value: str, answers: Mapping[str, object]) -> str | None:
+    """Why ``value`` is not a valid answer for ``field`` (None: it is), given the others."""
+    if field in PRICE_FIELDS and not value.strip():
+        # The price prompts default from the template's price table; an empty default
+        # means the model is not in it, and a price is never guessed.
+        return (
+            f"is empty: model {answers.get('model')!r} has no price in the template's price "
+            "table (data/llm-prices.json), so it must be given, in US dollars per million "
+            "tokens like 2.50"
+        )
+    reason = CHECKS[field](value)
+    if reason or field != "cached_input_price_per_million_usd":
+        return reason
+    full_price = answers.get("input_price_per_million_usd")
+    valid_full_price = isinstance(full_price, str) and check_price(full_price) is None
+    # The reservation prices every input token at the full rate: an upper bound only
+    # while a cache read costs no more than that.
+    if valid_full_price and Decimal(value.strip()) > Decimal(str(full_price).strip()):
+        return f"must not exceed the input price ({str(full_price).strip()})"
+    return None
+
+
+def derived_package(slug: str) -> str:
+    """The package name cookiecutter.json derives from a project slug."""
+    return slug.replace("-", "_")
 
 
 def validate(answers: Mapping[str, object]) -> list[str]:
@@ -137,13 +170,25 @@ def validate(answers: Mapping[str, object]) -> list[str]:
         value = answers.get(field)
         if value not in allowed:
             problems.append(f"{field}: {value!r} is not one of {', '.join(allowed)}")
-    for field, check in CHECKS.items():
+    # The cached price defaults to the input price: one message when both are missing.
+    follows_input = not str(answers.get("input_price_per_million_usd", "")).strip()
+    for field in CHECKS:
         value = answers.get(field)
         if not isinstance(value, str):
             problems.append(f"{field}: {value!r} must be text")
             continue
-        reason = check(value)
-        if reason:
+        reason = reason_for(field, value, answers)
+        if not reason or (field == "cached_input_price_per_million_usd" and follows_input):
+            continue
+        slug = answers.get("project_slug")
+        if field == "package_name" and isinstance(slug, str) and value == derived_package(slug):
+            # The package name came from the slug: name the answer the user typed (once).
+            if check_slug(slug) is None:
+                problems.append(
+                    f"project_slug: {slug!r} gives the package name {value!r}, which "
+                    f"{reason}: choose another project_slug, or set package_name"
+                )
+        else:
             problems.append(f"{field}: {value!r} {reason}")
     return problems
 

@@ -43,7 +43,7 @@ _pkg = importlib.import_module(PACKAGE)
 _config = importlib.import_module(f"{PACKAGE}.config")
 _llm = importlib.import_module(f"{PACKAGE}.llm")
 _pricing = importlib.import_module(f"{PACKAGE}.pricing")
-_localcycles = importlib.import_module(f"{PACKAGE}.localcycles")
+_localcycles = importlib.import_module("localcycles")
 
 WORKSPACE = _config.TENANT_ISOLATION == "workspace"
 CYCLES_TENANT = OPERATOR if WORKSPACE else APP_TENANT

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import TEMPLATE_DIR
+from conftest import CHOICE_PROMPTS, COOKIECUTTER_JSON, TEMPLATE_DIR
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
@@ -34,9 +36,10 @@ VALID: dict[str, str] = {
     "author_email": "a@example.com",
     "license": "MIT",
     "llm_provider": "openai",
-    "model": "gpt-4o",
-    "input_price_per_million_usd": "2.50",
-    "output_price_per_million_usd": "10.00",
+    "model": "gpt-5.4-mini",
+    "input_price_per_million_usd": "0.75",
+    "output_price_per_million_usd": "4.50",
+    "cached_input_price_per_million_usd": "0.075",
     "tenant_auth": "api_key",
     "tenant_isolation": "workspace",
     "cycles_app": "llm-service",
@@ -66,6 +69,9 @@ BAD_ANSWERS = [
     ("input_price_per_million_usd", "0.123456789"),
     ("output_price_per_million_usd", "10000.01"),
     ("output_price_per_million_usd", "$10"),
+    ("cached_input_price_per_million_usd", "abc"),
+    ("cached_input_price_per_million_usd", "0.76"),
+    ("output_price_per_million_usd", ""),
     ("model", ""),
     ("model", "m" * 257),
     ("model", 'gpt"4'),
@@ -95,6 +101,47 @@ def test_each_bad_answer_is_named_with_its_value(field: str, value: str) -> None
 )
 def test_edge_prices_are_accepted(price: str) -> None:
     assert pre_gen.check_price(price) is None
+
+
+def test_choices_are_the_ones_cookiecutter_json_offers() -> None:
+    assert {k: list(v) for k, v in pre_gen.CHOICES.items()} == CHOICE_PROMPTS
+    assert set(pre_gen.CHECKS) | set(CHOICE_PROMPTS) == {
+        key for key in COOKIECUTTER_JSON if not key.startswith("_") and key != "description"
+    }
+
+
+def test_a_missing_price_says_the_model_is_not_in_the_table() -> None:
+    answers = {**VALID, "model": "my-model", "input_price_per_million_usd": ""}
+    answers["output_price_per_million_usd"] = answers["cached_input_price_per_million_usd"] = ""
+    problems = pre_gen.validate(answers)
+    # The cached price follows the input price: one message for the two.
+    assert [p.split(":")[0] for p in problems] == [
+        "input_price_per_million_usd",
+        "output_price_per_million_usd",
+    ]
+    for problem in problems:
+        assert "model 'my-model' has no price in the template's price table" in problem
+        assert "must be given" in problem
+
+
+def test_a_cached_price_above_the_input_price_is_refused() -> None:
+    problems = pre_gen.validate({**VALID, "cached_input_price_per_million_usd": "0.76"})
+    assert problems == [
+        "cached_input_price_per_million_usd: '0.76' must not exceed the input price (0.75)"
+    ]
+
+
+@pytest.mark.parametrize("slug", ["flask", "json", "test", "runcycles"])
+def test_a_slug_that_gives_a_bad_package_name_is_reported_as_the_slug(slug: str) -> None:
+    problems = pre_gen.validate({**VALID, "project_slug": slug, "package_name": slug})
+    assert len(problems) == 1
+    assert problems[0].startswith(f"project_slug: {slug!r} gives the package name {slug!r}, ")
+    assert problems[0].endswith("choose another project_slug, or set package_name")
+
+
+def test_an_invalid_slug_is_reported_once() -> None:
+    problems = pre_gen.validate({**VALID, "project_slug": "My App", "package_name": "My App"})
+    assert [p.split(":")[0] for p in problems] == ["project_slug"]
 
 
 def test_main_prints_one_line_per_problem_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,7 +183,87 @@ def test_post_gen_removes_empty_folders_and_is_idempotent(tmp_path: Path) -> Non
 
 def test_post_gen_prints_the_next_steps(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     post_gen.main(json.dumps(VALID), tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert "  cd llm-service" in lines
+    assert "  uv sync --extra dev" in [line.split("#")[0].rstrip() for line in lines]
+    commands = [line.split("#")[0].strip() for line in lines]
+    for command in ("uv run flask --app llm_service run", "uv run pytest", "pytest"):
+        assert command in commands
+    # The generated README's spelling: python3 (plain `python` is missing on many systems).
+    assert "python3 -m venv .venv && . .venv/bin/activate" in commands
+    assert not any(c.startswith("python -m") for c in commands)
+    # Every comment starts in the same column.
+    columns = {line.index("#") for line in lines if "#" in line}
+    assert len(columns) == 1, lines
+
+
+def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def fake_project(root: Path) -> Path:
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "src" / "pkg" / "__init__.py").write_text("")
+    (root / "README.md").write_text("# x\n")
+    return root
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+@needs_git
+def test_post_gen_starts_a_repository_with_everything_staged_and_nothing_committed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = fake_project(tmp_path / "project")
+    for _ in range(2):  # idempotent: a second run finds the repository and leaves it
+        assert post_gen.main(json.dumps(VALID), project) == 0
+    assert git(project, "rev-parse", "--show-toplevel").stdout.strip() == str(project)
+    staged = git(project, "diff", "--cached", "--name-only").stdout.split()
+    assert staged == ["README.md", "src/pkg/__init__.py"]
+    assert git(project, "rev-parse", "--verify", "HEAD").returncode != 0, "nothing committed"
     out = capsys.readouterr().out
-    assert "cd llm-service" in out
-    assert "flask --app llm_service run" in out
-    assert "pytest" in out
+    assert "initialised a git repository" in out and "inside a git repository already" in out
+
+
+@needs_git
+def test_post_gen_leaves_an_enclosing_repository_alone(tmp_path: Path) -> None:
+    assert git(tmp_path, "init", "-q").returncode == 0
+    project = fake_project(tmp_path / "project")
+    assert post_gen.main(json.dumps(VALID), project) == 0
+    assert not (project / ".git").exists()
+    assert git(tmp_path, "diff", "--cached", "--name-only").stdout == "", "nothing staged"
+
+
+@needs_git
+def test_post_gen_under_cruft_makes_no_repository(tmp_path: Path) -> None:
+    """cruft update diffs two fresh bakes: a .git in them would end up in its patch."""
+    project = fake_project(tmp_path / "project")
+    assert post_gen.main(json.dumps({**VALID, "_commit": "abc123"}), project) == 0
+    assert not (project / ".git").exists()
+
+
+def test_post_gen_without_git_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    project = fake_project(tmp_path / "project")
+    assert post_gen.main(json.dumps(VALID), project) == 0
+    assert not (project / ".git").exists()
+    assert "git is not installed: run `git init && git add -A`" in capsys.readouterr().out
+
+
+@needs_git
+def test_post_gen_ignores_a_git_dir_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from inside a git hook, GIT_DIR points elsewhere: the new repository is still here."""
+    other = tmp_path / "other"
+    other.mkdir()
+    assert git(other, "init", "-q").returncode == 0
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    project = fake_project(tmp_path / "project")
+    assert post_gen.main(json.dumps(VALID), project) == 0
+    monkeypatch.delenv("GIT_DIR")
+    assert (project / ".git").is_dir()
+    assert git(other, "diff", "--cached", "--name-only").stdout == ""

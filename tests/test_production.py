@@ -86,7 +86,7 @@ def app_setting_names(project: Path) -> set[str]:
 
 
 def load_gunicorn_conf(project: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
-    for name in ("PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "LLM_TIMEOUT"):
+    for name in ("PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_BIND", "LLM_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -97,7 +97,7 @@ def test_gunicorn_conf_reads_the_environment(bake: Baker, monkeypatch: pytest.Mo
     project = bake(**DEFAULT)
     conf = load_gunicorn_conf(project, monkeypatch)
     assert conf["wsgi_app"] == f"{PACKAGE}:create_app()"
-    assert conf["bind"] == "0.0.0.0:8000"
+    assert conf["bind"] == ["127.0.0.1:8000"], "this machine only, unless told otherwise"
     assert conf["worker_class"] == "gthread" and not conf["preload_app"]
     assert 1 <= conf["workers"] <= 4 and conf["threads"] == 8
     assert conf["timeout"] > 30 and conf["graceful_timeout"] >= conf["timeout"]
@@ -107,7 +107,7 @@ def test_gunicorn_conf_reads_the_environment(bake: Baker, monkeypatch: pytest.Mo
         project, monkeypatch, PORT="9001", WEB_CONCURRENCY="3", GUNICORN_THREADS="5",
         LLM_TIMEOUT="120",
     )  # fmt: skip
-    assert (conf["bind"], conf["workers"], conf["threads"]) == ("0.0.0.0:9001", 3, 5)
+    assert (conf["bind"], conf["workers"], conf["threads"]) == (["127.0.0.1:9001"], 3, 5)
     assert conf["timeout"] > 120, "a worker must outlive the LLM timeout"
 
 
@@ -116,6 +116,82 @@ def test_gunicorn_accepts_the_config_and_imports_the_app(bake: Baker, tmp_path: 
     env = project_env(project, APP_ENV="testing", CYCLES_JOURNAL_DIR=str(tmp_path / "j"))
     result = run([sys.executable, "-m", "gunicorn", "--check-config"], project, env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+SECRET = "cyc_live_Zx9SecretPart"  # a Cycles key pasted without its tenant
+BAD_PRODUCTION = {
+    "APP_ENV": "production",
+    "CYCLES_APP": "x/workflow:y",
+    "CYCLES_TENANT_API_KEYS": SECRET,
+    "CYCLES_JOURNAL_DIR": "/nonexistent/journal",
+}
+
+
+def reported_problems(output: str) -> list[str]:
+    """The lines of the `Error: N configuration problems:` block, checked for its shape."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Error: "))
+    count = int(re.fullmatch(r"Error: (\d+) configuration problems:", lines[start]).group(1))
+    problems = lines[start + 1 : start + 1 + count]
+    assert all(re.match(r"  [A-Z][A-Z0-9_]+[ =:]", line) for line in problems), problems
+    return problems
+
+
+def test_bad_settings_are_listed_without_a_traceback_by_every_entry_point(
+    bake: Baker, tmp_path: Path
+) -> None:
+    """gunicorn, `flask run` and the app's CLI: exit 1, every problem once, one line each,
+    no traceback, no secret."""
+    project = bake(**DEFAULT)
+    env = project_env(project, **BAD_PRODUCTION)
+    flask = str(VENV_BIN / "flask")
+    commands = {
+        "gunicorn": [sys.executable, "-m", "gunicorn"],
+        "flask run": [flask, "--app", PACKAGE, "run", "--port", str(free_port())],
+        "flask cycles": [flask, "--app", PACKAGE, "cycles", "provision"],
+    }
+    reports = {}
+    for name, command in commands.items():
+        result = run(command, project, env)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, (name, output)
+        assert "Traceback" not in output and SECRET[:12] not in output, (name, output)
+        reports[name] = reported_problems(output)
+    assert reports["gunicorn"] == reports["flask run"] == reports["flask cycles"]
+    named = [line.split()[0].split("=")[0].rstrip(":") for line in reports["gunicorn"]]
+    assert sorted(named) == sorted(
+        ["CYCLES_BASE_URL", "CYCLES_TENANT_API_KEYS", "TENANT_API_KEYS", "OPENAI_API_KEY",
+         "CYCLES_APP"]
+    )  # fmt: skip
+
+
+def test_gunicorn_warns_when_trusted_header_auth_listens_beyond_loopback(
+    bake: Baker, tmp_path: Path
+) -> None:
+    project = bake(**OTHER)  # trusted_header: callers are whoever sets X-Tenant-ID
+    port = free_port()
+    env = project_env(
+        project, APP_ENV="development", GUNICORN_BIND=f"0.0.0.0:{port}", WEB_CONCURRENCY="1",
+        CYCLES_LOCAL_DB=str(tmp_path / "ledger.sqlite3"), CYCLES_JOURNAL_DIR=str(tmp_path / "j"),
+    )  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn"], cwd=project, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        seen = []
+        for line in server.stdout:  # gunicorn logs when_ready's warning before any worker
+            seen.append(line)
+            if "Booting worker" in line:
+                break
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=20)
+    warnings = [line for line in seen if "[WARNING]" in line]
+    assert len(warnings) == 1, "".join(seen)
+    assert f"http://0.0.0.0:{port} with trusted_header auth" in warnings[0]
+    assert "X-Tenant-ID" in warnings[0]
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
@@ -170,6 +246,8 @@ def test_dockerfile_is_multi_stage_slim_and_non_root(bake: Baker, answers: dict)
     assert cmd == ["gunicorn"]
     env = runtime_env(project)
     assert (env["FLASK_APP"], env["APP_ENV"], env["PORT"]) == (PACKAGE, "production", "8000")
+    # gunicorn binds 127.0.0.1 by default; in the container it must listen on every interface.
+    assert env["GUNICORN_BIND"] == "0.0.0.0"
     # Every file the build copies from the context exists and is not .dockerignored.
     for kind, arg in steps:
         if kind == "COPY" and not arg.startswith("--from"):
@@ -276,7 +354,7 @@ def test_compose_settings_are_the_apps_settings(bake: Baker, answers: dict) -> N
 def embedded_cycles(project: Path, tmp_path: Path, admin_key: str) -> Iterator[str]:
     """The generated project's own Cycles server in a child process; yields its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", f"{PACKAGE}.localcycles", "--db", str(tmp_path / "stack.sqlite3"),
+        [sys.executable, "-m", "localcycles", "--db", str(tmp_path / "stack.sqlite3"),
          "--admin-key", admin_key],
         env=project_env(project), stdout=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
@@ -535,6 +613,9 @@ def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exact
         CYCLES_LOCAL_DB=str(db),
         CYCLES_LOCAL_BUDGET_USD="0.01",
         CYCLES_JOURNAL_DIR=str(tmp_path / "journal"),
+        # Every denial asks the ledger: the last call is refused by the ledger itself, not
+        # by a cached denial from the burst (no sleeping until a cache window is over).
+        CYCLES_DENY_CACHE_MS="0",
     )
     log = (tmp_path / "gunicorn.log").open("w")
     server = subprocess.Popen(
@@ -564,9 +645,6 @@ def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exact
             )
             burst = [call.result() for call in list(calls)]
         statuses = [status for status, _ in burst]
-        # A denial seen in the burst (budget held by calls in flight) is answered from the
-        # app's deny cache for CYCLES_DENY_CACHE_MS (1 s by default): let it expire.
-        time.sleep(1.1)
         for _ in range(60):
             status, body = http("POST", base + "/chat", chat, auth, timeout=30)
             statuses.append(status)

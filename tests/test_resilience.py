@@ -38,8 +38,6 @@ pytestmark = pytest.mark.slow
 PACKAGE = "llm_service"
 DRIVER = Path(__file__).with_name("resilience_driver.py")
 DEV_AUTH = {"Authorization": "Bearer dev-key-acme"}  # the default bake: api_key auth
-# The embedded ledger's default: reservations without grace_period_ms get 5 s.
-DEFAULT_GRACE_MS = 5_000
 TTL_MS = 1_000  # CYCLES_RESERVATION_TTL_MS minimum
 
 
@@ -182,7 +180,6 @@ def test_a_worker_killed_mid_call_leaves_no_charge_once_its_hold_expires(
                 outcome.append(exc)
 
         caller = threading.Thread(target=call_chat, daemon=True)
-        sent_at = time.monotonic()  # before the reservation, so before its expiry clock starts
         caller.start()
         (marker,) = wait_for(lambda: started_markers(gate), 15, "the provider call to start")
         held = budget()
@@ -195,10 +192,9 @@ def test_a_worker_killed_mid_call_leaves_no_charge_once_its_hold_expires(
         assert budget()["reserved"] == held["reserved"], "a crash releases nothing by itself"
 
         after = wait_for(lambda: (b := budget())["reserved"] == 0 and b, 20, "the hold to expire")
-        held_ms = (time.monotonic() - sent_at) * 1000
         assert after == before, "the hold expired: the budget is whole, nothing charged"
-        # Not early: the hold outlived its TTL plus the grace period (small clock slack).
-        assert held_ms >= TTL_MS + DEFAULT_GRACE_MS - 50, held_ms
+        # When it expires (TTL + grace, not earlier) is the ledger's rule, tested on a fake
+        # clock in the generated suite; no wall-clock duration is asserted here.
         (gate / "open").touch()  # let nothing hang at shutdown
 
     state = ledger_state(env, workdir, db)
@@ -221,7 +217,7 @@ class CyclesOutage:
 
     def start(self) -> None:
         proc = spawn(
-            ["-m", f"{PACKAGE}.localcycles", "--db", str(self.db), "--port", str(self.port)],
+            ["-m", "localcycles", "--db", str(self.db), "--port", str(self.port)],
             self.env, self.workdir, stdout=subprocess.PIPE,
         )  # fmt: skip
         self.procs.append(proc)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+from typing import Any
 
 
 def _number(name: str, default: float) -> float:
@@ -19,9 +21,23 @@ def _number(name: str, default: float) -> float:
         return default
 
 
+def _bind(addresses: str, port: int) -> list[str]:
+    """``GUNICORN_BIND``: comma-separated ``host``, ``host:port`` or ``unix:path``.
+
+    A bare host (``0.0.0.0``, ``[::]``) listens on ``PORT``.
+    """
+    result = []
+    for address in filter(None, (part.strip() for part in addresses.split(","))):
+        bare_host = ":" not in address or address.endswith("]")
+        result.append(f"{address}:{port}" if bare_host else address)
+    return result
+
+
 wsgi_app = "{{ cookiecutter.package_name }}:create_app()"
-# All interfaces: inside a container the port is published (or proxied) from outside.
-bind = f"0.0.0.0:{int(_number('PORT', 8000))}"
+# This machine only, unless told otherwise: a container publishes its port from outside
+# and sets GUNICORN_BIND=0.0.0.0 (the Docker image does); a host behind a proxy on another
+# machine sets the interface that proxy reaches.
+bind = _bind(os.environ.get("GUNICORN_BIND") or "127.0.0.1", int(_number("PORT", 8000)))
 
 # Each worker is a separate process with its own Cycles clients (and, with the embedded
 # development ledger, its own ledger thread on the one shared SQLite file). Threads serve
@@ -44,3 +60,43 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+
+def on_starting(server: Any) -> None:
+    """Check the app's settings once, in the master, before anything listens.
+
+    Every problem is printed, one line each, and gunicorn exits 1: no worker boots only to
+    die with a traceback. (Only the settings are read here; nothing is started.)
+    """
+    from {{ cookiecutter.package_name }}.config import ConfigError, check_environment
+
+    try:
+        check_environment(os.environ)
+    except ConfigError as error:
+        print(f"Error: {error.format_message()}", file=sys.stderr, flush=True)
+        if server.pidfile is not None:
+            server.pidfile.unlink()
+        raise SystemExit(1) from None
+{%- if cookiecutter.tenant_auth == "trusted_header" %}
+
+
+def when_ready(server: Any) -> None:
+    """Callers are whoever sets ``X-Tenant-ID``: warn when more than this machine can."""
+    import ipaddress
+    import socket
+
+    exposed = []
+    for listener in server.LISTENERS:
+        if listener.sock.family == socket.AF_UNIX:
+            continue  # a socket file: only local processes allowed by its permissions
+        host = listener.sock.getsockname()[0]
+        if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            exposed.append(str(listener))
+    if exposed:
+        server.log.warning(
+            "Listening beyond loopback at %s with trusted_header auth: anyone who can reach "
+            "this port can claim any tenant in X-Tenant-ID. Let only your gateway reach it, "
+            "or bind 127.0.0.1 (GUNICORN_BIND).",
+            ", ".join(exposed),
+        )
+{%- endif %}

@@ -22,13 +22,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from hypothesis import HealthCheck, settings
+from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }} import budget, create_app
+from {{ cookiecutter.package_name }}.llm import Completion, FakeProvider, StreamProgress
 {%- if cookiecutter.tenant_auth == "api_key" %}
 from {{ cookiecutter.package_name }}.config import hash_api_key
 {%- endif %}
-from {{ cookiecutter.package_name }}.localcycles import LocalCyclesServer, LocalLedger
+from localcycles import LocalCyclesServer, LocalLedger
 
 TENANTS = ("acme", "globex")
 UNIT = "USD_MICROCENTS"
@@ -338,6 +340,67 @@ def cycles_stub() -> Iterator[Callable[[Responder], CyclesStub]]:
         servers.append(server)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
         return CyclesStub(f"http://127.0.0.1:{server.server_address[1]}", seen)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+# --- providers that tests can watch or hold back ------------------------------------------
+
+
+class CountingProvider(FakeProvider):
+    """The fake provider, counting its calls; ``gate`` (if set) holds each call until set.
+
+    A held call lets a test act while a request is between its reservation and its commit.
+    """
+
+    def __init__(self, *, gate: threading.Event | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls = 0
+        self.started = threading.Semaphore(0)  # released once per call that began
+        self.gate = gate
+        self._lock = threading.Lock()
+
+    def _begin(self) -> None:
+        with self._lock:
+            self.calls += 1
+        self.started.release()
+        if self.gate is not None:
+            self.gate.wait()
+
+    def complete(self, *, prompt: str, max_tokens: int, system: str | None = None) -> Completion:
+        self._begin()
+        return super().complete(prompt=prompt, max_tokens=max_tokens, system=system)
+
+    def stream(
+        self,
+        *,
+        prompt: str,
+        max_tokens: int,
+        progress: StreamProgress,
+        system: str | None = None,
+    ) -> Iterator[str]:
+        self._begin()
+        return super().stream(
+            prompt=prompt, max_tokens=max_tokens, progress=progress, system=system
+        )
+
+
+# --- the app behind a real socket --------------------------------------------------------
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Flask], str]]:
+    """``serve(app)``: run ``app`` in a threaded WSGI server on 127.0.0.1; its base URL."""
+    servers = []
+
+    def start(app: Flask) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
+        return f"http://127.0.0.1:{server.server_port}"
 
     yield start
     for server in servers:

@@ -18,7 +18,7 @@ from conftest import (
 from {{ cookiecutter.package_name }} import pricing
 from {{ cookiecutter.package_name }}.api import SUMMARY_SYSTEM_PROMPT
 from {{ cookiecutter.package_name }}.llm import Completion, LLMProvider
-from {{ cookiecutter.package_name }}.localcycles import LocalCyclesServer
+from localcycles import LocalCyclesServer
 
 PROMPT = "Explain budgets for language model calls in one short paragraph, please."
 
@@ -83,13 +83,19 @@ def test_cycles_sees_the_real_subject_estimate_charge_and_metrics(
     subject = {"tenant": "acme", "app": "test-app"}
 {%- endif %}
     estimate = {"unit": "USD_MICROCENTS", "amount": pricing.estimate(PROMPT, max_tokens=24)}
-    (decide,) = recorder.bodies("/v1/decide")
+    # Exactly two Cycles calls: the reservation (the preflight) and its commit.
     (reserve,) = recorder.bodies("/v1/reservations")
     (commit,) = recorder.bodies("/commit")
-    for body in (decide, reserve):
-        assert body["subject"] == subject
-        assert body["estimate"] == estimate
-        assert body["action"]["kind"] == "llm.completion"
+    reservation_id = recorder.requests[1].path.split("/")[3]
+    assert [r.path for r in recorder.requests] == [
+        "/v1/reservations",
+        f"/v1/reservations/{reservation_id}/commit",
+    ]
+    assert reserve["subject"] == subject
+    assert reserve["estimate"] == estimate
+    assert reserve["action"] == {"kind": "llm.completion", "name": recorded_app.extensions["settings"].llm_model}
+    assert reserve["ttl_ms"] == 60_000
+    assert "dry_run" not in reserve
 
     usage = expected(recorded_app, PROMPT, 24)
     assert commit["actual"] == {

@@ -1,13 +1,13 @@
 """A tenant out of budget is answered from the deny cache: one Cycles call per window.
 
-Traffic to the real Cycles server goes through a recording proxy, so every ``decide`` the
-app makes is counted where Cycles sees it.
+Traffic to the real Cycles server goes through a recording proxy, so every reservation the
+app asks for is counted where Cycles sees it. The cache runs on a clock the test moves:
+a window opens and closes exactly when the test says, however loaded the machine is.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +28,36 @@ from conftest import (
 from {{ cookiecutter.package_name }} import pricing
 from {{ cookiecutter.package_name }}.denycache import DenyCache
 from {{ cookiecutter.package_name }}.errors import ApiError
-from {{ cookiecutter.package_name }}.localcycles import LocalCyclesServer
+from localcycles import LocalCyclesServer
 
 PROMPT = "Is there budget left?"
 BODY = {"prompt": PROMPT, "max_tokens": 16}
 StartStub = Callable[[Responder], CyclesStub]
-LONG_WINDOW_MS = 30_000  # longer than any of these tests: nothing expires by accident
+LONG_WINDOW_MS = 30_000
+# Clock steps are exact binary fractions, so the expected milliseconds are exact too.
+STEP_S = 0.125
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test moves them."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def fake_clock(app: Flask) -> FakeClock:
+    """Give ``app``'s deny cache (same window and size) a clock the test moves."""
+    budgets = app.extensions["cycles"]
+    clock = FakeClock()
+    real = budgets.deny_cache
+    budgets.deny_cache = DenyCache(real.window_ms, max_entries=real.max_entries, clock=clock)
+    return clock
 
 
 @pytest.fixture
@@ -44,8 +68,15 @@ def proxy(
     return cycles_stub(forward_to(cycles_server.base_url))
 
 
-def decides(stub: CyclesStub) -> int:
-    return len(stub.bodies("/v1/decide"))
+def reservations_asked(stub: CyclesStub, tenant: str = "acme") -> int:
+    """Reservations the app asked Cycles to create for ``tenant`` (its budget checks)."""
+    return sum(
+        1
+        for request in stub.requests
+        if request.method == "POST"
+        and request.path.split("?")[0] == "/v1/reservations"
+        and tenant in request.body["subject"].values()
+    )
 
 
 def chat(app: Flask, tenant: str, body: dict[str, Any] | None = None) -> TestResponse:
@@ -58,23 +89,24 @@ def broke(provisioner: Provisioner, tenant: str = "acme") -> None:
     provisioner.set_budget(tenant, allocated=0)
 
 
-def test_a_broke_tenant_costs_one_decide_per_window(
+def test_a_broke_tenant_costs_one_reservation_attempt_per_window(
     proxy: CyclesStub, provisioner: Provisioner, make_app: Callable[..., Flask]
 ) -> None:
     broke(provisioner)
     app = make_app(proxy.base_url, CYCLES_DENY_CACHE_MS=str(LONG_WINDOW_MS))
+    clock = fake_clock(app)
     first = assert_error(chat(app, "acme"), 402, "budget_exceeded")
     assert first["retry_after_ms"] == LONG_WINDOW_MS
-    previous = first["retry_after_ms"]
-    for _ in range(5):
+    for step in range(1, 6):
+        clock.advance(STEP_S)
         response = chat(app, "acme")
         cached = assert_error(response, 402, "budget_exceeded")
         assert cached["message"] == first["message"]
-        assert 0 < cached["retry_after_ms"] <= previous
+        # The advice counts down with the clock, to the millisecond.
+        assert cached["retry_after_ms"] == LONG_WINDOW_MS - step * 125
         assert response.headers["Retry-After"] == "30"
-        previous = cached["retry_after_ms"]
-    assert decides(proxy) == 1
-    assert not proxy.bodies("/v1/reservations")
+    assert reservations_asked(proxy) == 1
+    assert provisioner.reservation_statuses("acme") == []  # nothing was ever held
 
 
 def test_the_other_tenant_is_unaffected(
@@ -82,31 +114,32 @@ def test_the_other_tenant_is_unaffected(
 ) -> None:
     broke(provisioner, "acme")
     app = make_app(proxy.base_url, CYCLES_DENY_CACHE_MS=str(LONG_WINDOW_MS))
+    fake_clock(app)
     assert_error(chat(app, "acme"), 402, "budget_exceeded")
     for _ in range(3):
         assert chat(app, "globex").status_code == 200
+        assert_error(chat(app, "acme"), 402, "budget_exceeded")
     # globex asked every time (allowances are never cached); acme asked once.
-    assert decides(proxy) == 1 + 3
-    assert len(proxy.bodies("/v1/reservations")) == 3
+    assert (reservations_asked(proxy, "acme"), reservations_asked(proxy, "globex")) == (1, 3)
 
 
 def test_a_top_up_is_seen_once_the_window_has_passed(
     proxy: CyclesStub, provisioner: Provisioner, make_app: Callable[..., Flask]
 ) -> None:
-    window_s = 0.5
+    window_s = 4 * STEP_S
     broke(provisioner)
     app = make_app(proxy.base_url, CYCLES_DENY_CACHE_MS=str(int(window_s * 1000)))
-    denied_at = time.monotonic()
+    clock = fake_clock(app)
     assert_error(chat(app, "acme"), 402, "budget_exceeded")
     provisioner.set_budget("acme", allocated=DEFAULT_BUDGET)
+    clock.advance(window_s - STEP_S)  # the last moment of the window
     assert_error(chat(app, "acme"), 402, "budget_exceeded")  # still the cached answer
-    assert time.monotonic() - denied_at < window_s, "too slow to observe the cached answer"
-    assert decides(proxy) == 1
+    assert reservations_asked(proxy) == 1
 
-    time.sleep(window_s + 0.05)
+    clock.advance(STEP_S)  # the window is over: the next request asks Cycles again
     for _ in range(2):
         assert chat(app, "acme").status_code == 200
-    assert decides(proxy) == 3
+    assert reservations_asked(proxy) == 3
 
 
 def test_zero_disables_the_cache(
@@ -117,7 +150,7 @@ def test_zero_disables_the_cache(
     for _ in range(3):
         body = assert_error(chat(app, "acme"), 402, "budget_exceeded")
         assert "retry_after_ms" not in body  # the test server advises no delay
-    assert decides(proxy) == 3
+    assert reservations_asked(proxy) == 3
     provisioner.set_budget("acme", allocated=DEFAULT_BUDGET)
     assert chat(app, "acme").status_code == 200
 
@@ -132,59 +165,72 @@ def test_a_smaller_request_still_asks_cycles(
         pytest.skip("the prompted output price is zero: both requests cost the same")
     provisioner.set_budget("acme", allocated=small_estimate)
     app = make_app(proxy.base_url, CYCLES_DENY_CACHE_MS=str(LONG_WINDOW_MS))
+    fake_clock(app)
     assert_error(chat(app, "acme", large), 402, "budget_exceeded")
     assert_error(chat(app, "acme", large), 402, "budget_exceeded")
-    assert decides(proxy) == 1
+    assert reservations_asked(proxy) == 1
     assert chat(app, "acme", small).status_code == 200  # it may fit: Cycles decides
-    assert decides(proxy) == 2
+    assert reservations_asked(proxy) == 2
 
 
 def test_cycles_retry_advice_is_kept_but_asked_again_after_the_window(
     cycles_stub: StartStub, make_app: Callable[..., Flask]
 ) -> None:
-    deny = {"decision": "DENY", "reason_code": "BUDGET_EXCEEDED", "retry_after_ms": 30_000}
-    stub = cycles_stub(lambda request: StubReply(200, deny))
-    app = make_app(stub.base_url, CYCLES_DENY_CACHE_MS="200")
+    denied = {
+        "error": "BUDGET_EXCEEDED",
+        "message": "Insufficient budget",
+        "request_id": "req_1",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    }
+    stub = cycles_stub(lambda request: StubReply(409, denied, {"Retry-After": "30"}))
+    window_s = 2 * STEP_S  # much shorter than Cycles' advice
+    app = make_app(stub.base_url, CYCLES_DENY_CACHE_MS=str(int(window_s * 1000)))
+    clock = fake_clock(app)
     assert assert_error(chat(app, "acme"), 402, "budget_exceeded")["retry_after_ms"] == 30_000
+    clock.advance(STEP_S)
     cached = assert_error(chat(app, "acme"), 402, "budget_exceeded")
-    assert 29_000 < cached["retry_after_ms"] <= 30_000
-    assert decides(stub) == 1
-    time.sleep(0.25)  # the cache window (200 ms) is shorter than Cycles' advice
-    assert_error(chat(app, "acme"), 402, "budget_exceeded")
-    assert decides(stub) == 2
+    assert cached["retry_after_ms"] == 30_000 - 125  # Cycles' advice, counting down
+    assert reservations_asked(stub) == 1
+    clock.advance(window_s - STEP_S)  # the cache window is over; the advice is not
+    assert assert_error(chat(app, "acme"), 402, "budget_exceeded")["retry_after_ms"] == 30_000
+    assert reservations_asked(stub) == 2
 
 
 def test_a_burst_of_threads_makes_one_call_per_window(
     proxy: CyclesStub, provisioner: Provisioner, make_app: Callable[..., Flask]
 ) -> None:
-    window_s = 0.2
     broke(provisioner)
+    window_s = 2 * STEP_S
     app = make_app(proxy.base_url, CYCLES_DENY_CACHE_MS=str(int(window_s * 1000)))
+    clock = fake_clock(app)
     assert_error(chat(app, "acme"), 402, "budget_exceeded")
     statuses: list[int] = []
-    started = time.monotonic()
 
-    def hammer() -> None:
-        client = app.test_client()
-        while time.monotonic() - started < 3 * window_s:
-            response = client.post("/chat", json=BODY, headers=auth_headers("acme"))
-            statuses.append(response.status_code)
+    def burst() -> None:
+        def hammer() -> None:
+            client = app.test_client()
+            for _ in range(5):
+                response = client.post("/chat", json=BODY, headers=auth_headers("acme"))
+                statuses.append(response.status_code)
 
-    threads = [threading.Thread(target=hammer) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    assert set(statuses) == {402}
-    assert len(statuses) > 8
-    # One decide to start, then one per expired window: never one per thread.
-    assert decides(proxy) <= 1 + elapsed / window_s + 1
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    burst()  # inside the window: all answered from the cache
+    assert reservations_asked(proxy) == 1
+    clock.advance(window_s)  # the window is over, for every thread at once
+    burst()
+    # The first thread to notice asks Cycles; the others keep the cached answer meanwhile.
+    assert reservations_asked(proxy) == 2
+    assert statuses == [402] * 80
 
 
 def test_the_cache_holds_a_bounded_number_of_tenants() -> None:
-    now = [0.0]
-    cache = DenyCache(1_000, max_entries=3, clock=lambda: now[0])
+    clock = FakeClock()
+    cache = DenyCache(1_000, max_entries=3, clock=clock)
     denial = ApiError(402, "budget_exceeded", "No budget.")
     for tenant in ("a", "b", "c", "d", "e"):
         cache.remember(tenant, 10, denial)
@@ -192,11 +238,11 @@ def test_the_cache_holds_a_bounded_number_of_tenants() -> None:
     assert cache.lookup("a", 10) is None  # the oldest made room
     hit = cache.lookup("e", 10)
     assert hit is not None and hit.retry_after_ms == 1_000
-    now[0] = 0.4
+    clock.advance(0.375)
     hit = cache.lookup("e", 99)
-    assert hit is not None and hit.retry_after_ms == 600
+    assert hit is not None and hit.retry_after_ms == 625
     assert cache.lookup("e", 9) is None  # a smaller request may fit: ask Cycles
-    now[0] = 1.0
+    clock.advance(0.625)
     assert cache.lookup("e", 10) is None  # stale: this caller asks Cycles ...
     assert cache.lookup("e", 10) is not None  # ... while the others keep the answer
     cache.forget("e")

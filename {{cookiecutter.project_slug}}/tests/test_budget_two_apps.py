@@ -10,7 +10,7 @@ from flask import Flask
 
 from conftest import TENANTS, Provisioner, auth_headers
 from {{ cookiecutter.package_name }} import budget
-from {{ cookiecutter.package_name }}.localcycles import LocalCyclesServer
+from localcycles import LocalCyclesServer
 
 BODY = {"prompt": "Which ledger am I on?", "max_tokens": 16}
 

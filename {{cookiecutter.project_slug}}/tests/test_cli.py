@@ -12,15 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import Result
+from click.testing import CliRunner, Result
 from flask import Flask
+from flask.cli import FlaskGroup
 
 from {{ cookiecutter.package_name }} import create_app
-from {{ cookiecutter.package_name }}.cli import read_env_file
+from {{ cookiecutter.package_name }}.budget import close
+from {{ cookiecutter.package_name }}.cli import read_keys_file
 {%- if cookiecutter.tenant_auth == "api_key" %}
 from {{ cookiecutter.package_name }}.config import Settings, hash_api_key
 {%- endif %}
-from {{ cookiecutter.package_name }}.localcycles import LocalCyclesServer
+from localcycles import LocalCyclesServer
 
 ADMIN_KEY = "test-admin-key"
 TENANTS = ("acme", "globex")
@@ -63,20 +65,25 @@ def invoke(app: Flask, *args: str) -> Result:
 
 def provision(server: LocalCyclesServer, tmp_path: Path) -> tuple[Flask, Path]:
     """Provision through the admin API; return an app configured with the new keys."""
-    env_file = tmp_path / "cycles.env"
+    keys_file = tmp_path / "cycles.env"
     result = invoke(
         make_app(server.base_url, tmp_path),
-        *("cycles", "provision", "--budget-usd", "5.00", "--env-file", str(env_file)),
+        *("cycles", "provision", "--budget-usd", "5.00", "--keys-file", str(keys_file)),
     )
     assert result.exit_code == 0, result.output
-    return make_app(server.base_url, tmp_path, **read_env_file(env_file)), env_file
+    return make_app(server.base_url, tmp_path, **read_keys_file(keys_file)), keys_file
+
+
+def printed_settings(output: str) -> dict[str, str]:
+    """The NAME=value lines ``provision`` prints for the app's environment."""
+    return dict(re.findall(r"^([A-Z_]+)=(\S+)$", output, re.MULTILINE))
 
 
 def test_provision_creates_tenants_keys_and_budgets(
     server: LocalCyclesServer, tmp_path: Path
 ) -> None:
     app, env_file = provision(server, tmp_path)
-    keys = read_env_file(env_file)
+    keys = read_keys_file(env_file)
 {%- if cookiecutter.tenant_isolation == "workspace" %}
     assert keys["CYCLES_TENANT"] == "operator"
     assert server.ledger.authenticate(keys["CYCLES_API_KEY"]) == "operator"
@@ -101,17 +108,51 @@ def test_provision_is_safe_to_rerun_and_keeps_keys(
 ) -> None:
     app, env_file = provision(server, tmp_path)
     before = env_file.read_text()
-    result = invoke(app, "cycles", "provision", "--env-file", str(env_file))
+    result = invoke(app, "cycles", "provision", "--keys-file", str(env_file))
     assert result.exit_code == 0, result.output
     assert "exists (unchanged)" in result.output
+    assert "exists (reused)" in result.output and "created" not in result.output
     assert env_file.read_text() == before
+
+
+def test_provision_without_a_keys_file_reuses_the_apps_working_keys(
+    server: LocalCyclesServer, tmp_path: Path
+) -> None:
+    """The app's environment carries the keys: a re-run prints them, it makes no new ones."""
+    app, env_file = provision(server, tmp_path)
+    for _ in range(2):
+        result = invoke(app, "cycles", "provision")
+        assert result.exit_code == 0, result.output
+        assert "created" not in result.output
+        assert printed_settings(result.output) == read_keys_file(env_file)
+
+
+def test_rotate_keys_makes_new_keys_and_says_so(server: LocalCyclesServer, tmp_path: Path) -> None:
+    app, env_file = provision(server, tmp_path)
+    before = read_keys_file(env_file)
+    result = invoke(app, "cycles", "provision", "--rotate-keys")
+    assert result.exit_code == 0, result.output
+    assert "rotated" in result.output
+    after = printed_settings(result.output)
+    assert after.keys() == before.keys() and after != before
+    # The new keys work: an app configured with them reads its balances.
+    balances = invoke(make_app(server.base_url, tmp_path, **after), "cycles", "balances")
+    assert balances.exit_code == 0, balances.output
+
+
+def test_provision_no_longer_shadows_flasks_env_file_option(
+    server: LocalCyclesServer, tmp_path: Path
+) -> None:
+    result = invoke(make_app(server.base_url, tmp_path), "cycles", "provision", "--env-file", "x")
+    assert result.exit_code == 2
+    assert "No such option '--env-file'" in result.output
 
 
 def test_fund_adds_to_the_budget(server: LocalCyclesServer, tmp_path: Path) -> None:
     app, _ = provision(server, tmp_path)
     result = invoke(app, "cycles", "fund", "acme", "2.50")
     assert result.exit_code == 0, result.output
-    assert "remaining $7.50" in result.output
+    assert result.output.strip().endswith("remaining $7.50")
     balances = invoke(app, "cycles", "balances", "acme")
     assert balances.exit_code == 0, balances.output
     assert [row.split()[-1] for row in balances.output.splitlines()[1:]] == ["$7.50"]
@@ -139,8 +180,13 @@ def free_port() -> int:
     ("args", "expected"),
     [
         (("cycles", "provision", "--budget-usd", "lots"), "not an amount of US dollars"),
-        (("cycles", "provision", "Not A Tenant"), "not a valid tenant id"),
-        (("cycles", "fund", "acme", "0.000000001"), "at most 8 decimals"),
+        (("cycles", "provision", "Not A Tenant"), "expected 1-64 lowercase"),
+        (("cycles", "fund", "acme", "0.000000001"), "more than 8 decimals"),
+        (("cycles", "fund", "acme", "0"), "must be more than $0"),
+        (("cycles", "fund", "acme", "0.00"), "must be more than $0"),
+        (("cycles", "fund", "acme", "--", "-1"), "not an amount of US dollars"),
+        (("cycles", "fund", "Not A Tenant", "1"), "expected 1-64 lowercase"),
+        (("cycles", "balances", "Not A Tenant"), "expected 1-64 lowercase"),
     ],
 )
 def test_bad_arguments_are_usage_errors(
@@ -159,11 +205,68 @@ def test_http_failures_are_one_line_errors(server: LocalCyclesServer, tmp_path: 
 
     unreachable = f"http://127.0.0.1:{free_port()}"
     down = make_app(unreachable, tmp_path)
-    for args in (("cycles", "provision"), ("cycles", "fund", "acme", "1"), ("cycles", "balances")):
+    for args in (("cycles", "provision"), ("cycles", "fund", "acme", "1")):
         result = invoke(down, *args)
         assert result.exit_code == 1, result.output
         assert "cannot reach the server" in result.output
         assert "Traceback" not in result.output
+    result = invoke(down, "cycles", "balances")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: cannot read acme's balances: The budget service")
+    assert "Traceback" not in result.output
+
+
+def test_balances_of_a_tenant_the_app_does_not_serve_is_a_one_line_error(
+    server: LocalCyclesServer, tmp_path: Path
+) -> None:
+    app, _ = provision(server, tmp_path)
+    # Provisioned in Cycles, but the app holds no runtime key for it.
+    assert invoke(app, "cycles", "provision", "initech").exit_code == 0
+    result = invoke(app, "cycles", "balances", "initech")
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        "Error: 'initech' is not a tenant of this app (it serves: acme, globex); "
+        "add it to the app's tenant settings first"
+    ]
+    # Funding goes through the admin API only: any provisioned tenant can be topped up.
+    assert invoke(app, "cycles", "fund", "initech", "1").exit_code == 0
+
+
+@pytest.mark.xfail(
+    strict=True, reason="create_app starts the embedded ledger: it needs a lazy start"
+)
+def test_help_starts_no_ledger(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`flask --help` builds the app to list its commands: that must not start the ledger."""
+    ledger = tmp_path / "ledger.sqlite3"
+    apps: list[Flask] = []
+
+    def load_app() -> Flask:
+        env = {"APP_ENV": "testing", "CYCLES_LOCAL_DB": str(ledger)}
+        apps.append(create_app({**env, "CYCLES_JOURNAL_DIR": str(tmp_path / "journal")}))
+        return apps[-1]
+
+    flask_command = FlaskGroup(create_app=load_app)
+    try:
+        for args in (["--help"], ["cycles", "--help"], ["cycles", "provision", "--help"]):
+            result = CliRunner().invoke(flask_command, args)
+            assert result.exit_code == 0, result.output
+            assert "Usage:" in result.output
+    finally:
+        for app in apps:
+            close(app)
+    assert apps, "the help was built without the app: nothing was checked"
+    assert "DEVELOPMENT ledger" not in caplog.text
+    assert not ledger.exists()
+
+
+def test_every_help_line_is_whole(server: LocalCyclesServer, tmp_path: Path) -> None:
+    app = make_app(server.base_url, tmp_path)
+    result = invoke(app, "cycles", "--help")
+    assert result.exit_code == 0, result.output
+    commands = result.output.split("Commands:", 1)[1].strip().splitlines()
+    assert [line.split()[0] for line in commands] == ["balances", "fund", "provision"]
+    for line in commands:
+        assert line.rstrip().endswith(".") and "..." not in line, line
 
 
 def test_admin_url_is_required_with_a_cycles_server(

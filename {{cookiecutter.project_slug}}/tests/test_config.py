@@ -1,17 +1,29 @@
-"""Settings: read from the environment, every bad value named at start-up."""
+"""Settings: read from the environment; every bad value named at start-up, all at once."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from flask.cli import FlaskGroup
 
+from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
 {%- if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
+
+SERVER = "https://cycles.example.com"
+SECRET = "cyc_live_Zx9SecretPart"  # must never appear in an error message
 
 
 def load(**env: str) -> Settings:
     return Settings.from_env(env, Path("/tmp/instance"))
+
+
+def problems(**env: str) -> tuple[str, ...]:
+    with pytest.raises(ConfigError) as caught:
+        load(**env)
+    return caught.value.problems
 
 
 def test_development_defaults_use_the_embedded_ledger_and_fake_llm() -> None:
@@ -19,7 +31,9 @@ def test_development_defaults_use_the_embedded_ledger_and_fake_llm() -> None:
     assert settings.app_env == "development"
     assert settings.uses_local_cycles
     assert settings.llm_provider == "fake"
-    assert settings.tenants
+    assert settings.tenants == ("acme", "globex")
+    assert settings.cycles_mode == "enforce"
+    assert settings.cycles_app == "{{ cookiecutter.cycles_app }}"
     assert settings.cycles_local_db == Path("/tmp/instance/cycles-ledger.sqlite3")
 
 
@@ -28,17 +42,24 @@ def test_development_defaults_use_the_embedded_ledger_and_fake_llm() -> None:
     [
         ({"APP_ENV": "staging"}, "APP_ENV"),
         ({"CYCLES_BASE_URL": "not a url"}, "CYCLES_BASE_URL"),
+        ({"CYCLES_BASE_URL": "ftp://cycles"}, "CYCLES_BASE_URL"),
+        ({"CYCLES_ADMIN_URL": "cycles-admin:7979"}, "CYCLES_ADMIN_URL"),
         ({"CYCLES_CONNECT_TIMEOUT": "soon"}, "CYCLES_CONNECT_TIMEOUT"),
         ({"CYCLES_READ_TIMEOUT": "-1"}, "CYCLES_READ_TIMEOUT"),
+        ({"LLM_TIMEOUT": "nan"}, "LLM_TIMEOUT"),
         ({"CYCLES_FAIL_OPEN": "maybe"}, "CYCLES_FAIL_OPEN"),
+        ({"CYCLES_MODE": "audit"}, "CYCLES_MODE"),
         ({"CYCLES_RESERVATION_TTL_MS": "10"}, "CYCLES_RESERVATION_TTL_MS"),
+        ({"CYCLES_RESERVATION_TTL_MS": "9" * 5000}, "CYCLES_RESERVATION_TTL_MS"),
         ({"CYCLES_DENY_CACHE_MS": "-1"}, "CYCLES_DENY_CACHE_MS"),
         ({"CYCLES_DENY_CACHE_MS": "60001"}, "CYCLES_DENY_CACHE_MS"),
         ({"CYCLES_LOCAL_PORT": "70000"}, "CYCLES_LOCAL_PORT"),
         ({"CYCLES_LOCAL_BUDGET_USD": "lots"}, "CYCLES_LOCAL_BUDGET_USD"),
         ({"CYCLES_TENANT": "Not Valid"}, "CYCLES_TENANT"),
+        ({"CYCLES_TENANT": "-leading-dash"}, "CYCLES_TENANT"),
         ({"MAX_PROMPT_CHARS": "0"}, "MAX_PROMPT_CHARS"),
         ({"DEFAULT_MAX_TOKENS": "9000"}, "DEFAULT_MAX_TOKENS"),
+        ({"LLM_PROVIDER": "mystery"}, "LLM_PROVIDER"),
         ({"APP_ENV": "production"}, "CYCLES_BASE_URL"),
         ({"CYCLES_TENANT_API_KEYS": "acme"}, "CYCLES_TENANT_API_KEYS"),
 {%- if cookiecutter.tenant_auth == "api_key" %}
@@ -50,18 +71,134 @@ def test_development_defaults_use_the_embedded_ledger_and_fake_llm() -> None:
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
-    with pytest.raises(ConfigError, match=variable):
-        load(**env)
+    found = problems(**env)
+    assert len([problem for problem in found if problem.startswith(variable)]) == 1, found
+    # Anything else is what production or a Cycles server requires on top (listed too).
+    others = [problem for problem in found if not problem.startswith(variable)]
+    assert all(" is required" in problem for problem in others), found
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["x/workflow:y", "tenant:acme", "My-App", "-app", "app name", "a" * 129, "app\nname"],
+)
+def test_cycles_app_must_be_a_valid_cycles_subject_field(value: str) -> None:
+    (problem,) = problems(CYCLES_APP=value)
+    assert problem.startswith("CYCLES_APP=") and "subject field 'app'" in problem
+    assert "\n" not in problem
+
+
+@pytest.mark.parametrize("value", ["chat-api", "svc.v2_eu", "a" * 128, "7"])
+def test_cycles_app_accepts_subject_field_values(value: str) -> None:
+    assert load(CYCLES_APP=value).cycles_app == value
+
+
+def test_every_problem_is_reported_at_once_one_line_each() -> None:
+    bad = {
+        "APP_ENV": "staging",
+        "CYCLES_CONNECT_TIMEOUT": "soon",
+        "CYCLES_MODE": "audit",
+        "CYCLES_APP": "x/workflow:y",
+        "CYCLES_LOCAL_PORT": "-1",
+        "MAX_PROMPT_CHARS": "lots",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load(**bad)
+    error = caught.value
+    assert sorted(problem.split("=")[0] for problem in error.problems) == sorted(bad)
+    lines = str(error).splitlines()
+    assert lines[0] == "6 configuration problems:"
+    assert lines[1:] == [f"  {problem}" for problem in error.problems]
+    assert isinstance(error, ValueError)  # callers that catch ValueError still do
+
+
+def test_production_lists_every_missing_setting_together() -> None:
+    found = problems(APP_ENV="production", CYCLES_BASE_URL=SERVER)
+    expected = [
+{%- if cookiecutter.tenant_auth == "api_key" %}
+        "TENANT_API_KEYS is required",
+{%- else %}
+        "TENANTS is required",
+{%- endif %}
+{%- if cookiecutter.tenant_isolation == "workspace" %}
+        "CYCLES_API_KEY is required when CYCLES_BASE_URL is a server",
+        "CYCLES_TENANT is required when CYCLES_BASE_URL is a server",
+{%- else %}
+        "CYCLES_TENANT_API_KEYS is required when CYCLES_BASE_URL is a server",
+{%- endif %}
+{%- if cookiecutter.llm_provider != "fake" %}
+        "{{ cookiecutter.llm_provider | upper }}_API_KEY is required for LLM_PROVIDER={{ cookiecutter.llm_provider }}",
+{%- endif %}
+    ]
+    assert len(found) == len(expected), found
+    for problem, start in zip(found, expected, strict=True):
+        assert problem.startswith(start), (problem, start)
 
 
 def test_production_needs_a_real_cycles_server_unless_forced() -> None:
-    with pytest.raises(ConfigError, match="CYCLES_LOCAL_FORCE"):
-        load(APP_ENV="production")
+    found = problems(APP_ENV="production")
+    assert found[0].startswith("CYCLES_BASE_URL") and "CYCLES_LOCAL_FORCE=true" in found[0]
+    assert all(" is required" in problem for problem in found[1:]), found
 
 
-def test_remote_cycles_requires_credentials() -> None:
-    with pytest.raises(ConfigError, match="CYCLES_"):
-        load(CYCLES_BASE_URL="https://cycles.example.com")
+def test_the_reservation_ttl_must_cover_the_provider_and_two_cycles_calls() -> None:
+    timeouts = {"LLM_TIMEOUT": "10", "CYCLES_CONNECT_TIMEOUT": "1", "CYCLES_READ_TIMEOUT": "2"}
+    minimum = 10_000 + 2 * (1_000 + 2_000 + 5_000) + 1_000  # see .env.example
+    settings = load(**timeouts, CYCLES_RESERVATION_TTL_MS=str(minimum))
+    assert settings.cycles_reservation_ttl_ms == minimum
+    (problem,) = problems(**timeouts, CYCLES_RESERVATION_TTL_MS=str(minimum - 1))
+    assert problem.startswith(f"CYCLES_RESERVATION_TTL_MS={minimum - 1} is too short")
+    assert f"at least {minimum}" in problem
+    # A timeout at fault is reported alone, not as a TTL problem it would cause.
+    assert problems(LLM_TIMEOUT="soon", CYCLES_RESERVATION_TTL_MS="1000") == (
+        "LLM_TIMEOUT='soon' is invalid: expected a number",
+    )
+
+
+SECRET_LEAKS = [
+    ("CYCLES_TENANT_API_KEYS", SECRET),
+    ("CYCLES_TENANT_API_KEYS", f"acme={SECRET},{SECRET}"),
+    ("CYCLES_TENANT_API_KEYS", f"{SECRET}=="),
+    ("CYCLES_TENANT_API_KEYS", f"Acme={SECRET}"),
+    ("CYCLES_TENANT_API_KEYS", f"acme={SECRET},acme={SECRET}"),
+    ("CYCLES_TENANT_API_KEYS", f"acme=,{SECRET}"),
+{%- if cookiecutter.tenant_auth == "api_key" %}
+    ("TENANT_API_KEYS", SECRET),
+    ("TENANT_API_KEYS", f"acme={SECRET}"),
+    ("TENANT_API_KEYS", f"{SECRET}==,globex={SECRET}"),
+{%- endif %}
+    ("CYCLES_BASE_URL", f"https://user:{SECRET}@cycles.example.com"),
+    ("CYCLES_BASE_URL", f"https://cycles.example.com/?key={SECRET}"),
+    ("CYCLES_BASE_URL", SECRET),
+    ("CYCLES_ADMIN_URL", f"http://admin:{SECRET}@cycles-admin:7979"),
+    ("CYCLES_ADMIN_URL", SECRET),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), SECRET_LEAKS)
+def test_no_message_quotes_a_secret(variable: str, value: str) -> None:
+    env = {"APP_ENV": "production", "CYCLES_BASE_URL": SERVER, variable: value}
+    found = problems(**env)
+    assert any(problem.startswith(variable) for problem in found), found
+    text = "\n".join(found)
+    for fragment in (SECRET, SECRET[:12], "Zx9Secret"):
+        assert fragment not in text, text
+
+
+def test_the_cli_prints_every_problem_without_a_traceback() -> None:
+    """`flask ...` (and `flask run`) show ConfigError as a one-line-per-problem message."""
+    bad = {"APP_ENV": "testing", "CYCLES_MODE": "audit", "CYCLES_APP": "x/y", "LLM_TIMEOUT": "-"}
+    cli = FlaskGroup(create_app=lambda: create_app(bad))
+    result = CliRunner().invoke(cli, ["routes"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "Error: 3 configuration problems:"
+    assert [line.split("=")[0].split()[0] for line in lines[1:]] == [
+        "CYCLES_APP",
+        "CYCLES_MODE",
+        "LLM_TIMEOUT",
+    ]
 {%- if cookiecutter.tenant_auth == "api_key" %}
 
 
@@ -79,3 +216,16 @@ def test_trusted_tenants_are_listed_explicitly() -> None:
     assert settings.tenants == ("acme", "globex")
     assert settings.tenant_key_hashes == {}
 {%- endif %}
+
+
+def test_settings_repr_shows_no_key() -> None:
+    settings = load(
+        CYCLES_API_KEY=SECRET,
+        CYCLES_ADMIN_API_KEY=SECRET,
+        CYCLES_TENANT_API_KEYS=f"acme={SECRET}",
+        LLM_PROVIDER="{{ cookiecutter.llm_provider }}",
+{%- if cookiecutter.llm_provider != "fake" %}
+        {{ cookiecutter.llm_provider | upper }}_API_KEY=SECRET,
+{%- endif %}
+    )
+    assert SECRET not in repr(settings)

@@ -13,10 +13,10 @@ from {{ cookiecutter.package_name }}.llm import (
     AVAILABLE_PROVIDERS,
     MESSAGE_OVERHEAD_TOKENS,
     Completion,
-    FailingProvider,
     FakeProvider,
     LLMProvider,
     ProviderError,
+    StreamProgress,
     build_provider,
     fake,
 )
@@ -89,9 +89,45 @@ def test_fail_with_makes_every_call_raise() -> None:
         assert info.value.status_code is None
 
 
-def test_failing_provider_always_fails() -> None:
-    with pytest.raises(ProviderError, match="set to fail"):
-        FailingProvider().complete(prompt="Hi", max_tokens=10)
+def test_a_failing_fake_fails_streams_before_the_first_delta() -> None:
+    stream = FakeProvider(fail_with="vendor is down").stream(
+        prompt="Hi", max_tokens=10, progress=StreamProgress()
+    )
+    with pytest.raises(ProviderError, match="vendor is down"):
+        next(stream)
+
+
+def test_a_stream_yields_the_same_answer_and_usage_as_a_completion() -> None:
+    provider = FakeProvider("gpt-test")
+    prompt = "Name three   rivers of Europe, please."
+    whole = provider.complete(prompt=prompt, max_tokens=12, system="Be brief.")
+    progress = StreamProgress()
+    stream = provider.stream(prompt=prompt, max_tokens=12, system="Be brief.", progress=progress)
+    deltas = list(stream)
+    assert len(deltas) > 3
+    assert "".join(deltas) == whole.text
+    assert progress.usage_final
+    assert (progress.input_tokens, progress.output_tokens) == (
+        whole.input_tokens,
+        whole.output_tokens,
+    )
+    assert progress.text_bytes == len(whole.text.encode())
+    assert progress.model == "gpt-test"
+
+
+def test_a_stream_closed_early_reports_only_what_it_sent() -> None:
+    progress = StreamProgress()
+    stream = FakeProvider().stream(prompt="one two three four", max_tokens=64, progress=progress)
+    first = next(stream)
+    stream.close()
+    assert not progress.usage_final
+    assert progress.text_bytes == len(first.encode())
+    assert progress.output_tokens == -(-len(first) // 4)
+
+
+def test_one_word_is_not_words() -> None:
+    assert "(1 word)" in FakeProvider().complete(prompt="Hello", max_tokens=64).text
+    assert "(2 words)" in FakeProvider().complete(prompt="Hello there", max_tokens=64).text
 
 
 def test_max_tokens_below_one_is_refused_like_a_real_api() -> None:

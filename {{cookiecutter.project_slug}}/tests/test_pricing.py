@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,20 +12,25 @@ from {{ cookiecutter.package_name }} import pricing
 
 INPUT_USD_PER_MILLION = Decimal("{{ cookiecutter.input_price_per_million_usd }}")
 OUTPUT_USD_PER_MILLION = Decimal("{{ cookiecutter.output_price_per_million_usd }}")
+CACHED_USD_PER_MILLION = Decimal("{{ cookiecutter.cached_input_price_per_million_usd }}")
 
 
-def exact_cost_microcents(input_tokens: int, output_tokens: int) -> Decimal:
+def exact_cost_microcents(input_tokens: int, output_tokens: int, cached: int = 0) -> Decimal:
     """The same cost computed independently, in exact decimal arithmetic."""
     usd = (
-        input_tokens * INPUT_USD_PER_MILLION + output_tokens * OUTPUT_USD_PER_MILLION
+        (input_tokens - cached) * INPUT_USD_PER_MILLION
+        + cached * CACHED_USD_PER_MILLION
+        + output_tokens * OUTPUT_USD_PER_MILLION
     ) / 1_000_000
-    return usd * pricing.MICROCENTS_PER_USD
+    return usd * 100_000_000
 
 
 def test_prices_are_the_prompted_ones_in_microcents() -> None:
     assert pricing.MODEL == "{{ cookiecutter.model }}"
     assert Decimal(pricing.INPUT_MICROCENTS_PER_MILLION) == INPUT_USD_PER_MILLION * 10**8
     assert Decimal(pricing.OUTPUT_MICROCENTS_PER_MILLION) == OUTPUT_USD_PER_MILLION * 10**8
+    assert Decimal(pricing.CACHED_INPUT_MICROCENTS_PER_MILLION) == CACHED_USD_PER_MILLION * 10**8
+    assert pricing.MICROCENTS_PER_USD == 10**8
 
 
 @given(st.integers(0, 10**7), st.integers(0, 10**7))
@@ -33,6 +39,62 @@ def test_cost_is_the_exact_price_rounded_up_to_a_microcent(inp: int, out: int) -
     charged = pricing.cost(inp, out)
     assert isinstance(charged, int)
     assert charged - 1 < exact <= charged
+
+
+@given(st.integers(0, 10**7), st.integers(0, 10**7), st.data())
+def test_cached_input_is_billed_at_the_cached_price(
+    inp: int, out: int, data: st.DataObject
+) -> None:
+    cached = data.draw(st.integers(0, inp))
+    charged = pricing.cost(inp, out, cached_input_tokens=cached)
+    assert charged - 1 < exact_cost_microcents(inp, out, cached) <= charged
+    # The reservation prices all input at the full rate: never below a cached call.
+    assert charged <= pricing.cost(inp, out)
+
+
+def test_cached_tokens_are_part_of_the_input() -> None:
+    with pytest.raises(ValueError, match="part of the input"):
+        pricing.cost(10, 0, cached_input_tokens=11)
+    with pytest.raises(ValueError, match="negative"):
+        pricing.cost(10, 0, cached_input_tokens=-1)
+
+
+@pytest.mark.parametrize(
+    ("text", "microcents"),
+    [("0", 0), ("5.00", 500_000_000), (" 2.5 ", 250_000_000), ("0.00000001", 1), ("1e2", 10**10)],
+)
+def test_usd_to_microcents_is_exact(text: str, microcents: int) -> None:
+    assert pricing.usd_to_microcents(text) == microcents
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lots", "not an amount of US dollars"),
+        ("-1", "not an amount of US dollars"),
+        ("NaN", "not an amount of US dollars"),
+        ("Infinity", "not an amount of US dollars"),
+        ("0.000000001", "more than 8 decimals"),
+    ],
+)
+def test_usd_to_microcents_refuses_what_is_not_money(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        pricing.usd_to_microcents(text)
+
+
+@pytest.mark.parametrize(
+    ("microcents", "shown"),
+    [(0, "$0.00"), (750_000_000, "$7.50"), (1, "$0.00000001"), (-250_000_000, "-$2.50")],
+)
+def test_format_usd(microcents: int, shown: str) -> None:
+    assert pricing.format_usd(microcents) == shown
+
+
+@given(st.integers(-(10**15), 10**15))
+def test_format_usd_round_trips(microcents: int) -> None:
+    shown = pricing.format_usd(microcents)
+    sign = -1 if shown.startswith("-") else 1
+    assert sign * pricing.usd_to_microcents(shown.lstrip("-").removeprefix("$")) == microcents
 
 
 def test_one_million_tokens_cost_the_prompted_price() -> None:

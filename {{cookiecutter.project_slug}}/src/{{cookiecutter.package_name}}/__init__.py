@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import api, budget, cli, errors
+from . import api, bodies, budget, cli, errors
 from .config import Settings
 from .llm import build_provider
 
@@ -23,7 +23,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     settings = Settings.from_env({**os.environ, **(overrides or {})}, Path(app.instance_path))
     app.extensions["settings"] = settings
     app.config["TESTING"] = settings.app_env == "testing"
-    app.config["MAX_CONTENT_LENGTH"] = api.max_body_bytes(settings)
+    app.config["MAX_CONTENT_LENGTH"] = bodies.max_body_bytes(settings)
     os.makedirs(app.instance_path, exist_ok=True)
 
     # Kept on the app so tests (and operators) can swap the provider per app.

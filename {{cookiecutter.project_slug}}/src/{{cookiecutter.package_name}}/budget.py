@@ -1,4 +1,4 @@
-"""The Cycles extension: clients, the preflight check, balances and error mapping.
+"""The Cycles extension: the app's Cycles clients, its tenants' subjects and balances.
 
 Everything lives on the app (``app.extensions["cycles"]``), never on the module, so two
 apps in one process each talk to their own Cycles server with their own keys.
@@ -16,61 +16,27 @@ Isolation: **tenant**. Every app tenant is its own Cycles tenant with its own AP
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from flask import Flask, Response
-from runcycles import (
-    Action,
-    Amount,
-    CyclesClient,
-    CyclesConfig,
-    CyclesError,
-    CyclesProtocolError,
-    CyclesResponse,
-    Decision,
-    DecisionRequest,
-    Subject,
-    Unit,
+from flask import Flask
+from runcycles import CyclesClient, CyclesConfig, Subject
+
+from . import cycles_errors, devledger, reservations
+from .config import (
+    CYCLES_SAFETY_MARGIN_MS,
+    Settings,
+    cycles_call_budget_ms,
 )
-
-from . import devledger
-from .config import Settings
 from .denycache import DenyCache
-from .errors import ApiError, error_response
-
-log = logging.getLogger(__name__)
+from .heartbeat import HoldKeeper
+from .runcycles_compat import SettlementRetry
 
 EXTENSION = "cycles"
 # `flask cycles ...` finds the embedded ledger here (see cli.py).
 LOCAL_SERVER_EXTENSION = "cycles_local_server"
-ACTION_KIND = "llm.completion"
-
-# Cycles denial codes -> (HTTP status, the app's stable error code, message).
-_DENIALS: Mapping[str, tuple[int, str, str]] = {
-    "BUDGET_EXCEEDED": (402, "budget_exceeded", "The budget cannot cover this request."),
-    "DEBT_OUTSTANDING": (
-        402,
-        "debt_outstanding",
-        "The budget has outstanding debt; it must be repaid before new requests.",
-    ),
-    "OVERDRAFT_LIMIT_EXCEEDED": (
-        402,
-        "overdraft_limit_exceeded",
-        "The budget is over its overdraft limit.",
-    ),
-    "TENANT_CLOSED": (403, "tenant_closed", "The tenant's budget account is closed."),
-    "BUDGET_NOT_FOUND": (503, "budget_not_configured", "No budget is set up for this tenant."),
-    "NOT_FOUND": (503, "budget_not_configured", "No budget is set up for this tenant."),
-}
-_DENIED = (402, "budget_denied", "The budget service denied this request.")
-_UNAVAILABLE = (503, "cycles_unavailable", "The budget service is unavailable; try again later.")
-_REJECTED_KEY = (503, "cycles_misconfigured", "The budget service is misconfigured.")
-_RATE_LIMITED = (429, "rate_limited", "Too many requests to the budget service; slow down.")
-_REFUSED = (503, "cycles_error", "The budget service refused the request.")
 
 
 @dataclass(frozen=True)
@@ -107,30 +73,62 @@ class CyclesBudgets:
         # One client per distinct key, made on first use (each costs a TLS context): a
         # CyclesClient is thread-safe, and a Cycles key belongs to one Cycles tenant.
         self._clients: dict[str, CyclesClient] = {}
+        self._retries: dict[str, SettlementRetry] = {}
         self._lock = threading.Lock()
         # Recent denials per app tenant: a tenant out of budget is answered from here.
         self.deny_cache = DenyCache(settings.cycles_deny_cache_ms)
+        # Streams outlive a TTL: one heartbeat extends every live stream's hold, early
+        # enough that the stream can still wait the longest provider pause and commit.
+        self.keeper = HoldKeeper(
+            lambda hold: reservations.extend(self, hold),
+            ttl_ms=settings.cycles_reservation_ttl_ms,
+            lead_s=self.stream_cutoff_s() + self.call_budget_s(),
+        )
+
+    def call_budget_s(self) -> float:
+        """The longest one Cycles call can take (see config.minimum_reservation_ttl_ms)."""
+        settings = self.settings
+        return (
+            cycles_call_budget_ms(settings.cycles_connect_timeout, settings.cycles_read_timeout)
+            / 1000
+        )
+
+    def stream_cutoff_s(self) -> float:
+        """A stream waits on the provider only while its hold has this much time left:
+        the longest provider pause, then a commit, with runcycles' margin to spare."""
+        return self.settings.llm_timeout + self.call_budget_s() + CYCLES_SAFETY_MARGIN_MS / 1000
 
     def client_for(self, tenant: str) -> CyclesClient:
+        return self._client_and_retry(tenant)[0]
+
+    def retry_for(self, tenant: str) -> SettlementRetry:
+        """Background settlement for ``tenant``'s Cycles key (journal, backoff, events)."""
+        return self._client_and_retry(tenant)[1]
+
+    def _client_and_retry(self, tenant: str) -> tuple[CyclesClient, SettlementRetry]:
         key = self._api_keys[tenant]
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = self._clients[key] = CyclesClient(
-                    CyclesConfig(
-                        base_url=self._base_url,
-                        api_key=key,
-                        connect_timeout=self.settings.cycles_connect_timeout,
-                        read_timeout=self.settings.cycles_read_timeout,
-                        retry_flush_timeout=self._flush_timeout,
-                        journal_dir=str(self.settings.cycles_journal_dir),
-                    )
+                config = CyclesConfig(
+                    base_url=self._base_url,
+                    api_key=key,
+                    connect_timeout=self.settings.cycles_connect_timeout,
+                    read_timeout=self.settings.cycles_read_timeout,
+                    retry_flush_timeout=self._flush_timeout,
+                    journal_dir=str(self.settings.cycles_journal_dir),
                 )
-        return client
+                client = self._clients[key] = CyclesClient(config)
+                self._retries[key] = SettlementRetry(config, client)
+            return client, self._retries[key]
 
     def close(self) -> None:
+        self.keeper.close()
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+            retries, self._retries = list(self._retries.values()), {}
+        for retry in retries:
+            retry.flush(self._flush_timeout)
         for client in clients:
             client.close()
 {%- if cookiecutter.tenant_isolation == "workspace" %}
@@ -141,6 +139,14 @@ class CyclesBudgets:
             tenant=self.settings.cycles_tenant, workspace=tenant, app=self.settings.cycles_app
         )
 
+    def subject_body(self, tenant: str) -> dict[str, Any]:
+        """``subject_for`` as the JSON Cycles receives (plain dict: no model round trip)."""
+        return {
+            "tenant": self.settings.cycles_tenant,
+            "workspace": tenant,
+            "app": self.settings.cycles_app,
+        }
+
     def _balance_filters(self, tenant: str) -> dict[str, str]:
         return {"tenant": self.settings.cycles_tenant, "workspace": tenant}
 {%- else %}
@@ -149,60 +155,19 @@ class CyclesBudgets:
         """App tenant ``acme`` is Cycles tenant ``acme``."""
         return Subject(tenant=tenant, app=self.settings.cycles_app)
 
+    def subject_body(self, tenant: str) -> dict[str, Any]:
+        """``subject_for`` as the JSON Cycles receives (plain dict: no model round trip)."""
+        return {"tenant": tenant, "app": self.settings.cycles_app}
+
     def _balance_filters(self, tenant: str) -> dict[str, str]:
         return {"tenant": tenant}
 {%- endif %}
-
-    def action(self) -> Action:
-        return Action(kind=ACTION_KIND, name=self.settings.llm_model[:256])
-
-    def preflight(self, tenant: str, estimate: int) -> None:
-        """Ask Cycles whether ``tenant`` may spend ``estimate`` now; raise ApiError if not.
-
-        A cheap check before any work (parsing the model's answer, holding budget). The
-        reservation that follows is what actually guards the spend. A recent denial of
-        ``tenant`` is answered from the deny cache without asking Cycles (see denycache.py).
-        """
-        cached = self.deny_cache.lookup(tenant, estimate)
-        if cached is not None:
-            raise cached
-        try:
-            denial = self._decide(tenant, estimate)
-        except BaseException:  # no answer: nothing to keep, and let the next request ask
-            self.deny_cache.forget(tenant)
-            raise
-        if denial is None:  # allowed: only denials are kept
-            self.deny_cache.forget(tenant)
-            return
-        raise self.deny_cache.remember(tenant, estimate, denial)
-
-    def _decide(self, tenant: str, estimate: int) -> ApiError | None:
-        """Cycles' ``decide``: the denial to answer with, or None when allowed."""
-        request = DecisionRequest(
-            idempotency_key=str(uuid.uuid4()),
-            subject=self.subject_for(tenant),
-            action=self.action(),
-            estimate=Amount(unit=Unit.USD_MICROCENTS, amount=estimate),
-        )
-        response = self.client_for(tenant).decide(request)
-        body = response.body if isinstance(response.body, dict) else {}
-        if not response.is_success or "decision" not in body:
-            error = api_error_from_response(response, "decide")
-            if self.fail_open and error.error == "cycles_unavailable":
-                log.warning("Cycles is unavailable; CYCLES_FAIL_OPEN lets the request through")
-                return None
-            raise error
-        if body.get("decision") == Decision.DENY.value:
-            code = body.get("reason_code")
-            denial = _DENIALS.get(code if isinstance(code, str) else "", _DENIED)
-            return _api_error(denial, _non_negative_int(body.get("retry_after_ms")))
-        return None
 
     def balances(self, tenant: str) -> list[Balance]:
         """``tenant``'s own budgets, one per scope."""
         response = self.client_for(tenant).get_balances(**self._balance_filters(tenant))
         if not response.is_success:
-            raise api_error_from_response(response, "balances")
+            raise cycles_errors.from_response(response, "balances")
         # Read leniently: a newer server may add fields the client's strict models reject.
         body = response.body if isinstance(response.body, dict) else {}
         rows = body.get("balances")
@@ -226,12 +191,6 @@ def _amount(row: Mapping[str, object], name: str) -> int:
     return amount if isinstance(amount, int) else 0
 
 
-def _non_negative_int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
 def get_budgets(app: Flask) -> CyclesBudgets:
     budgets: CyclesBudgets = app.extensions[EXTENSION]
     return budgets
@@ -253,7 +212,7 @@ def init_app(app: Flask) -> None:
     app.extensions[EXTENSION] = CyclesBudgets(
         settings, base_url, api_keys, embedded=settings.uses_local_cycles
     )
-    app.register_error_handler(CyclesError, _handle_cycles_error)
+    cycles_errors.init_app(app)
 
 
 def configured_api_keys(settings: Settings) -> dict[str, str]:
@@ -265,6 +224,15 @@ def configured_api_keys(settings: Settings) -> dict[str, str]:
 {%- endif %}
 
 
+def key_settings(settings: Settings, keys: Mapping[str, str]) -> dict[str, str]:
+    """The settings that give the app these runtime keys (Cycles tenant -> key)."""
+{%- if cookiecutter.tenant_isolation == "workspace" %}
+    return {"CYCLES_TENANT": settings.cycles_tenant, "CYCLES_API_KEY": keys[settings.cycles_tenant]}
+{%- else %}
+    return {"CYCLES_TENANT_API_KEYS": ",".join(f"{t}={k}" for t, k in keys.items())}
+{%- endif %}
+
+
 def close(app: Flask) -> None:
     """Close the app's Cycles clients and stop its embedded ledger (idempotent)."""
     budgets = app.extensions.pop(EXTENSION, None)
@@ -273,61 +241,3 @@ def close(app: Flask) -> None:
     embedded = app.extensions.pop(LOCAL_SERVER_EXTENSION, None)
     if embedded is not None:
         embedded.stop()
-
-
-# --- errors ------------------------------------------------------------------------------
-
-
-def is_unavailable(status: int) -> bool:
-    """No answer (transport failure, timeout: status <= 0) or a server-side failure."""
-    return status <= 0 or status >= 500
-
-
-def classify(status: int, code: str | None, retry_after_ms: int | None) -> ApiError:
-    """The app's answer to a Cycles failure: never the upstream detail or the key."""
-    denial = _DENIALS.get(code or "")
-    if denial is not None:
-        return _api_error(denial, retry_after_ms)
-    if status == 429 or code == "LIMIT_EXCEEDED":
-        return _api_error(_RATE_LIMITED, retry_after_ms)
-    if is_unavailable(status):
-        return _api_error(_UNAVAILABLE, retry_after_ms)
-    if status in (401, 403):
-        # Cycles rejected the app's own key: an operator problem, not the caller's.
-        return _api_error(_REJECTED_KEY)
-    return _api_error(_REFUSED)
-
-
-def api_error_from_response(response: CyclesResponse, operation: str) -> ApiError:
-    body = response.body if isinstance(response.body, dict) else {}
-    code = body.get("error")
-    retry_after = _non_negative_int(body.get("retry_after_ms"))
-    if retry_after is None:
-        retry_after = response.retry_after_ms_header
-    if response.is_success:
-        # A 2xx without what the protocol promises is as good as no answer.
-        error = classify(-1, None, None)
-    else:
-        error = classify(response.status, code if isinstance(code, str) else None, retry_after)
-    _log_failure(operation, response.status, code, error)
-    return error
-
-
-def _handle_cycles_error(exc: CyclesError) -> Response:
-    if isinstance(exc, CyclesProtocolError):
-        status, code, retry = exc.status, exc.error_code, exc.retry_after_ms
-    else:
-        status, code, retry = -1, None, None
-    error = classify(status, code, retry)
-    _log_failure("reserve", status, code, error)
-    return error_response(error.status, error.error, error.message, error.retry_after_ms)
-
-
-def _log_failure(operation: str, status: int, code: str | None, error: ApiError) -> None:
-    level = logging.WARNING if error.status >= 500 else logging.INFO
-    log.log(level, "Cycles %s failed: HTTP %s %s -> %s", operation, status, code, error.error)
-
-
-def _api_error(kind: tuple[int, str, str], retry_after_ms: int | None = None) -> ApiError:
-    status, code, message = kind
-    return ApiError(status, code, message, retry_after_ms)

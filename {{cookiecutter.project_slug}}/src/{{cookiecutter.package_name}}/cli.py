@@ -4,16 +4,18 @@ Requests have exactly the reference admin API's shapes (cycles-server-admin, por
 the operator's ``X-Admin-API-Key`` creates tenants and API keys, and creates and funds
 budgets on behalf of a tenant (``tenant_id`` in the body, or the query for funding). So
 the same commands provision the embedded development ledger and a real Cycles stack.
-Balances come from the Cycles server with the app's own runtime keys: what the app sees.
+How app tenants map to Cycles tenants and scopes is the app's own (``budget.py``), and
+balances are read by the app's own code with its own runtime keys: what the app sees.
 """
 
 from __future__ import annotations
 
+{% if cookiecutter.tenant_auth == "api_key" -%}
 import secrets
+{% endif -%}
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +23,14 @@ import click
 import httpx
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from runcycles import Unit
 
-from .config import (
-    TENANT_AUTH,
-    TENANT_ID_RE,
-    TENANT_ID_RULE,
-    TENANT_ISOLATION,
-    Settings,
-    hash_api_key,
-)
+from . import budget
+from .config import TENANT_ID_RE, TENANT_ID_RULE, Settings{% if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
+from .errors import ApiError
+from .pricing import format_usd, usd_to_microcents
 
-UNIT = "USD_MICROCENTS"
-MICROCENTS_PER_USD = 100_000_000
+UNIT = Unit.USD_MICROCENTS.value
 # What the app's runtime key may do: the reference server's default permissions.
 RUNTIME_PERMISSIONS = [
     "reservations:create",
@@ -47,13 +45,16 @@ HTTP_TIMEOUT_S = 10.0
 Json = dict[str, Any]
 
 cycles = AppGroup("cycles", help="Provision Cycles tenants, keys and budgets; show balances.")
+{%- if cookiecutter.tenant_auth == "api_key" %}
 tenants = AppGroup("tenants", help="Manage the callers of this API.")
+{%- endif %}
 
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(cycles)
-    if TENANT_AUTH == "api_key":
-        app.cli.add_command(tenants)
+{%- if cookiecutter.tenant_auth == "api_key" %}
+    app.cli.add_command(tenants)
+{%- endif %}
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def get_settings(app: Flask) -> Settings:
 
 def _local_server(app: Flask) -> Any:
     """The embedded ledger this process started (development), or a clear error."""
-    server = app.extensions.get("cycles_local_server")
+    server = app.extensions.get(budget.LOCAL_SERVER_EXTENSION)
     if server is None:
         raise click.ClickException("the embedded Cycles ledger is not running in this process")
     return server
@@ -132,65 +133,61 @@ def admin_endpoint(app: Flask) -> Endpoint:
     return Endpoint(url.rstrip("/"), {"X-Admin-API-Key": key})
 
 
-def runtime_endpoint(app: Flask, tenant: str) -> Endpoint:
-    """The Cycles server with the runtime key the app uses for ``tenant``."""
+def runtime_url(app: Flask) -> str:
     settings = get_settings(app)
-    if settings.uses_local_cycles:
-        server = _local_server(app)
-        return Endpoint(server.base_url, {"X-Cycles-API-Key": server.api_key_for(tenant)})
-    if TENANT_ISOLATION == "workspace":
-        key = settings.cycles_api_key
-    else:
-        key = settings.cycles_tenant_api_keys.get(tenant)
-    if not key:
-        raise click.ClickException(f"no Cycles API key is configured for tenant {tenant!r}")
-    return Endpoint(settings.cycles_base_url, {"X-Cycles-API-Key": key})
+    url = _local_server(app).base_url if settings.uses_local_cycles else settings.cycles_base_url
+    return str(url).rstrip("/")
 
 
-def cycles_tenant(settings: Settings, tenant: str) -> str:
-    """The Cycles tenant that holds ``tenant``'s budget in this project's isolation mode."""
-    return settings.cycles_tenant if TENANT_ISOLATION == "workspace" else tenant
+@dataclass(frozen=True)
+class BudgetHome:
+    """Where an app tenant's budget lives in Cycles."""
+
+    cycles_tenant: str  # the Cycles tenant that owns the budget (and the runtime key)
+    scope: str  # the budget's scope: the subject's tenant (and workspace) level
 
 
-def budget_scope(settings: Settings, tenant: str) -> str:
-    if TENANT_ISOLATION == "workspace":
-        return f"tenant:{settings.cycles_tenant}/workspace:{tenant}"
-    return f"tenant:{tenant}"
+def budget_home(app: Flask, tenant: str) -> BudgetHome:
+    """Derived from the subject the app spends ``tenant``'s calls against (budget.py), so
+    the budget sits where every app of that tenant spends from it."""
+    subject = budget.get_budgets(app).subject_for(tenant)
+    levels = [("tenant", subject.tenant), ("workspace", subject.workspace)]
+    scope = "/".join(f"{level}:{value}" for level, value in levels if value)
+    return BudgetHome(subject.tenant or tenant, scope)
 
 
-# --- amounts ---------------------------------------------------------------------------
+def check_tenant_id(tenant: str) -> str:
+    if not TENANT_ID_RE.fullmatch(tenant):
+        raise click.BadParameter(f"{tenant!r}: expected {TENANT_ID_RULE}", param_hint="TENANT")
+    return tenant
 
 
-def usd_to_microcents(text: str) -> int:
+def app_tenant(app: Flask, tenant: str) -> str:
+    """``tenant`` if the app serves it (the app holds runtime keys only for those)."""
+    served = get_settings(app).tenants
+    if tenant not in served:
+        raise click.ClickException(
+            f"{tenant!r} is not a tenant of this app (it serves: {', '.join(served)}); "
+            "add it to the app's tenant settings first"
+        )
+    return tenant
+
+
+def dollars(text: str, *, positive: bool = False) -> int:
+    """A command-line amount of US dollars as microcents, or a usage error."""
     try:
-        value = Decimal(text) * MICROCENTS_PER_USD
-    except InvalidOperation:
-        raise click.BadParameter(f"{text!r} is not an amount of US dollars like 5.00") from None
-    if value < 0 or value != value.to_integral_value():
-        raise click.BadParameter(f"{text!r}: expected dollars >= 0 with at most 8 decimals")
-    return int(value)
+        microcents = usd_to_microcents(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if positive and microcents == 0:
+        raise click.BadParameter(f"{text!r}: the amount must be more than $0")
+    return microcents
 
 
-def format_amount(amount: object) -> str:
-    if not isinstance(amount, dict):
-        return "-"
-    value, unit = int(amount.get("amount", 0)), amount.get("unit", UNIT)
-    if unit != UNIT:
-        return f"{value} {unit}"
-    dollars = Decimal(value) / MICROCENTS_PER_USD
-    # Whole cents read as money; smaller fractions keep every significant digit.
-    shown = f"{dollars:.2f}" if dollars == round(dollars, 2) else f"{dollars.normalize():f}"
-    return f"${shown}"
+# --- keys files ----------------------------------------------------------------------
 
 
-def amount(microcents: int) -> Json:
-    return {"amount": microcents, "unit": UNIT}
-
-
-# --- env files ---------------------------------------------------------------------------
-
-
-def read_env_file(path: Path) -> dict[str, str]:
+def read_keys_file(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     values = {}
@@ -202,13 +199,42 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def write_env_file(path: Path, values: Mapping[str, str]) -> None:
+def write_keys_file(path: Path, values: Mapping[str, str]) -> None:
     # Written to a temporary name and renamed: a half-written file never looks complete.
     lines = [f"{name}={shlex.quote(value)}" for name, value in values.items()]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.chmod(0o600)  # it holds API keys
     tmp.replace(path)
+
+
+def file_tenant_keys(file_values: Mapping[str, str]) -> dict[str, str]:
+    """The keys file's ``CYCLES_TENANT_API_KEYS`` pairs (tenant isolation), by tenant."""
+    keys = {}
+    for item in file_values.get("CYCLES_TENANT_API_KEYS", "").split(","):
+        tenant, _, key = (part.strip() for part in item.partition("="))
+        if tenant and key:
+            keys[tenant] = key
+    return keys
+
+
+def candidate_keys(app: Flask, file_values: Mapping[str, str]) -> list[str]:
+    """Runtime keys that may already exist: the keys file's, then the app's own settings'."""
+    settings = get_settings(app)
+    found = [file_values.get("CYCLES_API_KEY", ""), *file_tenant_keys(file_values).values()]
+    found += [settings.cycles_api_key or "", *settings.cycles_tenant_api_keys.values()]
+    if settings.uses_local_cycles:
+        found += [_local_server(app).api_key_for(tenant) for tenant in settings.tenants]
+    return list(dict.fromkeys(key for key in found if key))
+
+
+def key_works(app: Flask, key: str, cycles_tenant: str) -> bool:
+    """Whether the Cycles server takes ``key`` as ``cycles_tenant``'s runtime key."""
+    runtime = Endpoint(runtime_url(app), {"X-Cycles-API-Key": key})
+    status, _ = runtime.call(
+        "GET", "/v1/balances", params={"tenant": cycles_tenant}, accept=(200, 401, 403)
+    )
+    return status == 200
 
 
 # --- provisioning ----------------------------------------------------------------------
@@ -230,8 +256,27 @@ def create_api_key(admin: Endpoint, tenant_id: str, name: str) -> str:
     secret = key.get("key_secret")
     if not isinstance(secret, str) or not secret:
         raise click.ClickException(f"the admin API returned no key_secret for {tenant_id!r}")
-    click.echo(f"api key for {tenant_id}: created {key.get('key_prefix', '')}...")
     return secret
+
+
+def runtime_key(
+    app: Flask, admin: Endpoint, cycles_tenant: str, candidates: Sequence[str], rotate: bool
+) -> str:
+    """``cycles_tenant``'s runtime key: a working one reused, else (or if rotating) new."""
+    if not rotate:
+        for key in candidates:
+            if key_works(app, key, cycles_tenant):
+                click.echo(f"api key for {cycles_tenant}: exists (reused)")
+                return key
+    key = create_api_key(admin, cycles_tenant, get_settings(app).cycles_app)
+    if rotate:
+        click.echo(
+            f"api key for {cycles_tenant}: rotated: created {key[:8]}...; the previous key "
+            "keeps working until you revoke it in the Cycles admin API"
+        )
+    else:
+        click.echo(f"api key for {cycles_tenant}: created {key[:8]}...")
+    return key
 
 
 def create_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int) -> None:
@@ -242,7 +287,7 @@ def create_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int) 
             "tenant_id": tenant_id,
             "scope": scope,
             "unit": UNIT,
-            "allocated": amount(microcents),
+            "allocated": {"amount": microcents, "unit": UNIT},
         },
         accept=(201, 409),
     )
@@ -251,29 +296,10 @@ def create_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int) 
             f"budget {scope}: HTTP 409 {payload.get('error')}: {payload.get('message')}"
         )
     # An existing budget is left as it is: re-running provisioning never resets spend.
-    result = "created" if status == 201 else "exists (unchanged)"
-    click.echo(f"budget {scope}: {result}")
+    click.echo(f"budget {scope}: {'created' if status == 201 else 'exists (unchanged)'}")
 
 
-def provision_keys(
-    admin: Endpoint, settings: Settings, names: Sequence[str], known: Mapping[str, str]
-) -> dict[str, str]:
-    """Create the Cycles tenants and runtime keys; return the settings that carry the keys."""
-    app_name = settings.cycles_app
-    if TENANT_ISOLATION == "workspace":
-        create_tenant(admin, settings.cycles_tenant)
-        key = known.get("CYCLES_API_KEY") or create_api_key(admin, settings.cycles_tenant, app_name)
-        return {"CYCLES_TENANT": settings.cycles_tenant, "CYCLES_API_KEY": key}
-    keys = dict(
-        item.split("=", 1) for item in known.get("CYCLES_TENANT_API_KEYS", "").split(",") if item
-    )
-    for name in names:
-        create_tenant(admin, name)
-        keys[name] = keys.get(name) or create_api_key(admin, name, app_name)
-    return {"CYCLES_TENANT_API_KEYS": ",".join(f"{t}={k}" for t, k in keys.items())}
-
-
-@cycles.command("provision")
+@cycles.command("provision", short_help="Create tenants, runtime keys and budgets.")
 @click.argument("tenant_ids", metavar="[TENANT]...", nargs=-1)
 @click.option(
     "--budget-usd",
@@ -283,65 +309,79 @@ def provision_keys(
     help="Allocation of each new budget, in US dollars.",
 )
 @click.option(
-    "--env-file",
+    "--keys-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Keep the runtime keys in this file: reused when present, written when created.",
+    help="Keep the runtime keys in this env file: reused when present, written when made.",
 )
-def provision(tenant_ids: tuple[str, ...], budget_usd: str, env_file: Path | None) -> None:
-    """Create Cycles tenants, runtime API keys and budgets (default: every app tenant).
+@click.option(
+    "--rotate-keys",
+    is_flag=True,
+    help="Make new runtime keys even where working ones exist.",
+)
+def provision(
+    tenant_ids: tuple[str, ...], budget_usd: str, keys_file: Path | None, rotate_keys: bool
+) -> None:
+    """Create the Cycles tenants, runtime API keys and budgets of TENANTs (default: every
+    tenant of the app).
 
-    Safe to re-run: existing tenants and budgets are kept, and with --env-file so are keys.
-    Prints the settings the app needs to reach its budgets.
+    Safe to re-run: existing tenants, budgets (and their spend) are kept, and so is any
+    runtime key that still works (from --keys-file or the app's settings); --rotate-keys
+    makes new ones. Prints the settings that give the app its keys, or writes them to
+    --keys-file.
     """
-    settings = get_settings(current_app)
-    admin = admin_endpoint(current_app)
-    microcents = usd_to_microcents(budget_usd)
-    names = tenant_ids or settings.tenants
-    for name in names:
-        if not TENANT_ID_RE.fullmatch(name):
-            raise click.BadParameter(f"{name!r} is not a valid tenant id", param_hint="TENANT")
-    known = read_env_file(env_file) if env_file else {}
-    values = provision_keys(admin, settings, names, known)
-    for name in names:
-        create_budget(
-            admin, cycles_tenant(settings, name), budget_scope(settings, name), microcents
-        )
-    if env_file:
-        write_env_file(env_file, {**known, **values})
-        click.echo(f"settings written to {env_file}")
+    app = current_app
+    microcents = dollars(budget_usd)
+    names = [check_tenant_id(name) for name in tenant_ids] or list(get_settings(app).tenants)
+    admin = admin_endpoint(app)
+    known = read_keys_file(keys_file) if keys_file else {}
+    candidates = candidate_keys(app, known)
+    homes = [budget_home(app, name) for name in names]
+    keys: dict[str, str] = {}
+    for home in homes:
+        if home.cycles_tenant not in keys:
+            create_tenant(admin, home.cycles_tenant)
+            keys[home.cycles_tenant] = runtime_key(
+                app, admin, home.cycles_tenant, candidates, rotate_keys
+            )
+    for home in homes:
+        create_budget(admin, home.cycles_tenant, home.scope, microcents)
+    # Keys of tenants not provisioned this time stay in the file as they were.
+    values = budget.key_settings(get_settings(app), {**file_tenant_keys(known), **keys})
+    if keys_file:
+        write_keys_file(keys_file, {**known, **values})
+        click.echo(f"settings written to {keys_file}")
     else:
-        click.echo("\nAdd to the app's environment (keep it secret):")
-        for key, value in values.items():
-            click.echo(f"{key}={value}")
+        click.echo("\nThe app's environment needs (keep it secret):")
+        for name, value in values.items():
+            click.echo(f"{name}={value}")
 
 
-@cycles.command("fund")
+@cycles.command("fund", short_help="Add US dollars to a tenant's budget.")
 @click.argument("tenant")
 @click.argument("usd")
 @click.option("--reason", default="manual top-up", show_default=True)
 def fund(tenant: str, usd: str, reason: str) -> None:
-    """Add USD (e.g. 10.00) to TENANT's budget (a CREDIT funding operation)."""
-    settings = get_settings(current_app)
-    scope = budget_scope(settings, tenant)
-    _, result = admin_endpoint(current_app).call(
+    """Add USD (more than 0, like 10.00) to TENANT's budget: a CREDIT funding operation."""
+    app = current_app
+    microcents = dollars(usd, positive=True)
+    home = budget_home(app, check_tenant_id(tenant))
+    _, result = admin_endpoint(app).call(
         "POST",
         "/v1/admin/budgets/fund",
-        params={"tenant_id": cycles_tenant(settings, tenant), "scope": scope, "unit": UNIT},
-        body={"operation": "CREDIT", "amount": amount(usd_to_microcents(usd)), "reason": reason},
+        params={"tenant_id": home.cycles_tenant, "scope": home.scope, "unit": UNIT},
+        body={
+            "operation": "CREDIT",
+            "amount": {"amount": microcents, "unit": UNIT},
+            "reason": reason,
+        },
     )
-    click.echo(f"{scope}: remaining {format_amount(result.get('new_remaining'))}")
+    remaining = result.get("new_remaining")
+    amount = remaining.get("amount") if isinstance(remaining, dict) else None
+    shown = format_usd(amount) if isinstance(amount, int) else "unknown"
+    click.echo(f"{home.scope}: remaining {shown}")
 
 
 BALANCE_COLUMNS = ("allocated", "spent", "reserved", "debt", "remaining")
-
-
-def balance_rows(tenant: str, balances: Iterable[object]) -> list[list[str]]:
-    rows = []
-    for balance in balances:
-        if isinstance(balance, dict):
-            scope = str(balance.get("scope_path") or balance.get("scope", "?"))
-            rows.append([tenant, scope, *(format_amount(balance.get(c)) for c in BALANCE_COLUMNS)])
-    return rows
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -358,31 +398,36 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-@cycles.command("balances")
+@cycles.command("balances", short_help="Show the tenants' budgets as the app sees them.")
 @click.argument("tenant", required=False)
 def balances(tenant: str | None) -> None:
-    """Show the Cycles balances of TENANT (default: every tenant of the app)."""
-    settings = get_settings(current_app)
+    """Show the Cycles balances of TENANT (default: every tenant of the app), read with the
+    app's own runtime keys."""
+    app = current_app
+    names = [app_tenant(app, check_tenant_id(tenant))] if tenant else get_settings(app).tenants
     rows: list[list[str]] = []
-    for name in [tenant] if tenant else settings.tenants:
-        params = {"tenant": cycles_tenant(settings, name)}
-        if TENANT_ISOLATION == "workspace":
-            params["workspace"] = name
-        _, payload = runtime_endpoint(current_app, name).call("GET", "/v1/balances", params=params)
-        rows.extend(balance_rows(name, payload.get("balances") or []))
+    for name in names:
+        try:
+            found = budget.get_budgets(app).balances(name)
+        except ApiError as exc:
+            raise click.ClickException(f"cannot read {name}'s balances: {exc.message}") from None
+        for row in found:
+            amounts = (format_usd(getattr(row, column)) for column in BALANCE_COLUMNS)
+            rows.append([name, row.scope, *amounts])
     if not rows:
         raise click.ClickException("no budgets found (create them with `flask cycles provision`)")
     header = ["TENANT", "SCOPE", *(c.upper() for c in BALANCE_COLUMNS)]
     click.echo(render_table(header, rows))
+{%- if cookiecutter.tenant_auth == "api_key" %}
 
 
-@tenants.command("new-key")
+@tenants.command("new-key", short_help="Make an API key for a caller.")
 @click.argument("tenant")
 def new_key(tenant: str) -> None:
     """Print a fresh random API key for TENANT and its TENANT_API_KEYS entry."""
-    if not TENANT_ID_RE.fullmatch(tenant):
-        raise click.BadParameter(f"expected {TENANT_ID_RULE}", param_hint="TENANT")
+    check_tenant_id(tenant)
     key = secrets.token_urlsafe(32)
     click.echo(f"API key for {tenant} (give it to the caller; it is not stored): {key}")
     click.echo("Add this entry to TENANT_API_KEYS (comma-separated tenant=sha256 pairs):")
     click.echo(f"{tenant}={hash_api_key(key)}")
+{%- endif %}

@@ -1,36 +1,78 @@
 """Settings read from the environment and validated once, at start-up.
 
-Every setting is an environment variable (see ``.env.example``). A missing or invalid value
-raises :class:`ConfigError` naming the variable, so a misconfigured deployment fails on
-boot instead of on its first request.
+Every setting is an environment variable (see ``.env.example``). Every missing or invalid
+value is collected, and start-up stops with one :class:`ConfigError` that lists them all,
+one line each, naming each variable: a misconfigured deployment fails on boot, in one go,
+instead of one variable per attempt or on its first request. Messages never quote a value
+that may hold a secret (API keys, key lists, URLs that may carry credentials).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import click
+
 AppEnv = Literal["development", "testing", "production"]
 TenantAuth = Literal["api_key", "trusted_header"]
 TenantIsolation = Literal["workspace", "tenant"]
+CyclesMode = Literal["enforce", "shadow"]
 
 # Chosen when the project was generated; changing them means changing code, not settings.
 TENANT_AUTH: TenantAuth = "{{ cookiecutter.tenant_auth }}"
 TENANT_ISOLATION: TenantIsolation = "{{ cookiecutter.tenant_isolation }}"
 DEFAULT_LLM_PROVIDER = "{{ cookiecutter.llm_provider }}"
 DEFAULT_CYCLES_APP = "{{ cookiecutter.cycles_app }}"
+# The offline fake is always available beside the provider chosen at generation.
+LLM_PROVIDERS = tuple(dict.fromkeys(("fake", DEFAULT_LLM_PROVIDER)))
 
 # Tenant ids end up in Cycles scopes (lower-cased there), URLs and logs: keep them plain,
 # and lowercase only so that "Acme" and "acme" can never share one budget. The character
 # set and length are what Cycles admin servers accept for a tenant id, so one id works in
-# both isolation modes.
+# both isolation modes. This is the app's only tenant-id rule (tenancy.py and cli.py use it).
 TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 TENANT_ID_RULE = "1-64 lowercase letters, digits or '-', starting with a letter or digit"
+# A Cycles subject field (CYCLES_APP): the protocol allows [a-zA-Z0-9_.-], at most 128
+# characters, because ':' and '/' delimit scope paths ("x/workflow:y" would forge a deeper
+# scope). Lowercase only, as for tenants: Cycles lower-cases scope values.
+SUBJECT_FIELD_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+SUBJECT_FIELD_RULE = (
+    "1-128 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
 LOCAL_CYCLES = "local"
+# TENANT_API_KEYS holds digests of callers' keys, never the keys themselves.
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+# http(s)://host[:port][/path]. No user:password@, query or fragment: credentials belong
+# in the key variables, and a URL is therefore never quoted back in an error message.
+URL_RE = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[\w.-]+)(:\d{1,5})?(/[^\s?#@]*)?", re.ASCII)
+URL_RULE = "http(s)://host[:port][/path] without user:password@, query or fragment"
+
+# runcycles bounds one whole Cycles call (create, extend, commit) by the connect and read
+# timeouts plus a fixed 5 s for its write and pool phases, and keeps at least 1 s of margin
+# before a hold's expiry when it plans an extension. A hold must outlive the reserve call,
+# the longest provider call and the commit call with that margin to spare.
+CYCLES_FIXED_PHASES_S = 5.0
+CYCLES_SAFETY_MARGIN_MS = 1_000
+
+
+def cycles_call_budget_ms(connect_timeout_s: float, read_timeout_s: float) -> int:
+    """The longest one Cycles call can take through runcycles, in milliseconds."""
+    return math.ceil((connect_timeout_s + read_timeout_s + CYCLES_FIXED_PHASES_S) * 1000)
+
+
+def minimum_reservation_ttl_ms(
+    llm_timeout_s: float, connect_timeout_s: float, read_timeout_s: float
+) -> int:
+    """The shortest reservation TTL under which no hold can lapse during a live call."""
+    call_ms = cycles_call_budget_ms(connect_timeout_s, read_timeout_s)
+    return math.ceil(llm_timeout_s * 1000) + 2 * call_ms + CYCLES_SAFETY_MARGIN_MS
+
 
 # Development defaults: used only with the embedded ledger outside production.
 DEV_TENANTS = ("acme", "globex")
@@ -47,8 +89,23 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the environment variable."""
+class ConfigError(click.ClickException, ValueError):
+    """Settings are missing or invalid: ``problems`` holds one line per problem.
+
+    A :class:`click.ClickException`, so ``flask run`` and every ``flask ...`` command print
+    the problems without a traceback and exit 1; gunicorn's master checks the same settings
+    before any worker starts (``gunicorn.conf.py``).
+    """
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        found = [problems] if isinstance(problems, str) else list(problems)
+        self.problems: tuple[str, ...] = tuple(dict.fromkeys(found))
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            lines = "\n".join(f"  {problem}" for problem in self.problems)
+            message = f"{len(self.problems)} configuration problems:\n{lines}"
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -65,11 +122,12 @@ class Settings:
     cycles_connect_timeout: float
     cycles_read_timeout: float
     cycles_fail_open: bool
+    cycles_mode: CyclesMode  # enforce: deny with 402; shadow: dry-run, log, serve anyway
     cycles_reservation_ttl_ms: int
     cycles_deny_cache_ms: int  # how long a budget denial is answered without Cycles; 0: off
     cycles_journal_dir: Path
     cycles_admin_url: str | None
-    cycles_admin_api_key: str | None
+    cycles_admin_api_key: str | None = field(repr=False)
     # Embedded ledger (development and tests only)
     cycles_local_db: Path
     cycles_local_port: int
@@ -93,40 +151,83 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], instance_path: Path) -> Settings:
+        """The settings in ``env``, or a :class:`ConfigError` listing every problem."""
         return _Reader(env, instance_path).settings()
+
+
+def check_environment(env: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` listing every problem of the settings in ``env``.
+
+    For processes that check before they build the app (gunicorn's master): nothing is
+    started and no path is touched.
+    """
+    Settings.from_env(env, Path("instance"))
 
 
 T = TypeVar("T")
 
 
+def _quoted(value: str) -> str:
+    """A non-secret value as it appears in a message: quoted, on one line, not too long."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:56] + "...'"
+
+
+@dataclass(frozen=True)
+class _Callers:
+    key_hashes: dict[str, str]
+    tenants: tuple[str, ...]
+    valid: bool  # False: the list itself has problems; checks that depend on it are skipped
+
+
 class _Reader:
-    """Reads one variable at a time so each error can name the variable at fault."""
+    """Reads one variable at a time, noting every problem (named) instead of stopping.
+
+    A reader that found a problem returns a valid fallback (the default) so reading goes
+    on; checks that combine variables skip any variable already at fault, so every line
+    of the final error is a real problem rather than a consequence of another one.
+    """
 
     def __init__(self, env: Mapping[str, str], instance_path: Path) -> None:
         self.env = env
         self.instance_path = instance_path
+        self.problems: list[str] = []
+        self.at_fault: set[str] = set()
+
+    def note(self, name: str, problem: str) -> None:
+        self.problems.append(problem)
+        self.at_fault.add(name)
+
+    def fine(self, *names: str) -> bool:
+        """True when none of ``names`` had a problem."""
+        return not self.at_fault.intersection(names)
 
     def raw(self, name: str) -> str | None:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def parse(self, name: str, default: str, convert: Callable[[str], T], expected: str) -> T:
+    def parse(
+        self, name: str, default: str, convert: Callable[[str], T], expected: str
+    ) -> tuple[T, bool]:
         text = self.raw(name) or default
         try:
-            return convert(text)
-        except (ValueError, TypeError):
-            raise ConfigError(f"{name}={text!r} is invalid: expected {expected}") from None
+            return convert(text), True
+        except (ValueError, TypeError, OverflowError):
+            self.note(name, f"{name}={_quoted(text)} is invalid: expected {expected}")
+            return convert(default), False
 
     def number(self, name: str, default: str, low: float, high: float) -> float:
-        value = self.parse(name, default, float, "a number")
-        if not low <= value <= high:
-            raise ConfigError(f"{name}={value!r} is out of range: expected {low}..{high}")
+        value, parsed = self.parse(name, default, float, "a number")
+        if parsed and not low <= value <= high:  # also refuses nan
+            self.note(name, f"{name}={value!r} is out of range: expected {low:g}..{high:g}")
+            return float(default)
         return value
 
     def integer(self, name: str, default: str, low: int, high: int) -> int:
-        value = self.parse(name, default, int, "a whole number")
-        if not low <= value <= high:
-            raise ConfigError(f"{name}={value!r} is out of range: expected {low}..{high}")
+        value, parsed = self.parse(name, default, int, "a whole number")
+        if parsed and not low <= value <= high:
+            self.note(name, f"{name}={value!r} is out of range: expected {low}..{high}")
+            return int(default)
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -135,43 +236,69 @@ class _Reader:
             return True
         if text in {"0", "false", "no", "off"}:
             return False
-        raise ConfigError(f"{name}={text!r} is invalid: expected true or false")
+        self.note(name, f"{name}={_quoted(text)} is invalid: expected true or false")
+        return default
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in allowed:
+            expected = " or ".join(filter(None, (", ".join(allowed[:-1]), allowed[-1])))
+            self.note(name, f"{name}={_quoted(value)} is invalid: expected {expected}")
+            return default
+        return value
+
+    def url(self, name: str) -> str | None:
+        """An http(s) URL, never quoted back (it may carry credentials)."""
+        value = self.raw(name)
+        if value is not None and not URL_RE.fullmatch(value.rstrip("/")):
+            self.note(name, f"{name} is not a valid URL: expected {URL_RULE}")
+        return value.rstrip("/") if value else None
 
     def tenant_id(self, name: str, value: str) -> str:
         if not TENANT_ID_RE.fullmatch(value):
-            raise ConfigError(f"{name}: tenant id {value!r} is invalid: expected {TENANT_ID_RULE}")
+            self.note(
+                name, f"{name}: tenant id {_quoted(value)} is invalid: expected {TENANT_ID_RULE}"
+            )
         return value
 
-    def pairs(self, name: str) -> dict[str, str]:
-        """Parse ``tenant=value,tenant=value`` into a dict."""
+    def pairs(
+        self, name: str, what: str, value_ok: Callable[[str], object] = bool
+    ) -> dict[str, str]:
+        """Parse ``tenant=<what>,tenant=<what>`` into a dict.
+
+        The values are secrets (or digests of them), and a malformed entry may be a bare
+        key, so problems name an entry by its position and never quote any of it.
+        """
         result: dict[str, str] = {}
-        for item in filter(None, (part.strip() for part in (self.raw(name) or "").split(","))):
+        entries = [part.strip() for part in (self.raw(name) or "").split(",")]
+        for position, item in enumerate(filter(None, entries), start=1):
             tenant, sep, value = (s.strip() for s in item.partition("="))
-            if not sep or not value:
-                raise ConfigError(f"{name}: entry {item.split('=')[0]!r} must be tenant=value")
-            if tenant in result:
-                raise ConfigError(f"{name}: tenant {tenant!r} is listed twice")
-            result[self.tenant_id(name, tenant)] = value
+            if not sep or not tenant or not value:
+                problem = f"is not tenant={what}"
+            elif not TENANT_ID_RE.fullmatch(tenant):
+                problem = f"does not start with a valid tenant id ({TENANT_ID_RULE})"
+            elif not value_ok(value):
+                problem = f"does not end with a {what}"
+            elif tenant in result:
+                problem = "repeats the tenant of an earlier entry"
+            else:
+                result[tenant] = value
+                continue
+            self.note(name, f"{name}: entry {position} {problem} (value not shown)")
         return result
 
     def settings(self) -> Settings:
-        app_env = self.raw("APP_ENV") or "development"
-        if app_env not in ("development", "testing", "production"):
-            raise ConfigError(
-                f"APP_ENV={app_env!r} is invalid: expected development, testing or production"
-            )
+        app_env = self.choice("APP_ENV", "development", ("development", "testing", "production"))
         production = app_env == "production"
-        base_url = (self.raw("CYCLES_BASE_URL") or LOCAL_CYCLES).rstrip("/")
+        base_url = self.cycles_base_url()
         local = base_url == LOCAL_CYCLES
-        if not local and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", base_url):
-            raise ConfigError(
-                f"CYCLES_BASE_URL={base_url!r} is invalid: expected http(s)://host[:port] or local"
-            )
         force_local = self.flag("CYCLES_LOCAL_FORCE", False)
         if production and local and not force_local:
-            raise ConfigError(
-                "CYCLES_BASE_URL is not set: production needs a real Cycles server "
-                "(set CYCLES_LOCAL_FORCE=true to run the embedded development ledger anyway)"
+            self.note(
+                "CYCLES_BASE_URL",
+                "CYCLES_BASE_URL is not set (or is local): production needs a real Cycles "
+                "server (set CYCLES_LOCAL_FORCE=true to run the embedded development ledger "
+                "anyway)",
             )
         dev_defaults = local and not production
 
@@ -179,42 +306,46 @@ class _Reader:
             "CYCLES_TENANT", self.raw("CYCLES_TENANT") or DEV_OPERATOR_TENANT
         )
         cycles_api_key = self.raw("CYCLES_API_KEY")
-        tenant_api_keys = self.pairs("CYCLES_TENANT_API_KEYS")
-        if TENANT_ISOLATION == "workspace" and not local:
-            for name in ("CYCLES_API_KEY", "CYCLES_TENANT"):
-                if not self.raw(name):
-                    raise ConfigError(f"{name} is required when CYCLES_BASE_URL is a server")
-        if TENANT_ISOLATION == "tenant" and not local and not tenant_api_keys:
-            raise ConfigError(
-                "CYCLES_TENANT_API_KEYS is required when CYCLES_BASE_URL is a server: "
-                "one tenant=cycles-api-key pair per tenant"
-            )
+        tenant_api_keys = self.pairs("CYCLES_TENANT_API_KEYS", "cycles-api-key")
+        callers = self.callers(dev_defaults, tenant_api_keys)
+        if not local:
+            self.cycles_credentials(tenant_api_keys, callers)
 
-        key_hashes, tenants = self.callers(dev_defaults, tenant_api_keys)
-        if TENANT_ISOLATION == "tenant" and not local:
-            missing = sorted(set(tenants) - set(tenant_api_keys))
-            if missing:
-                raise ConfigError(
-                    f"CYCLES_TENANT_API_KEYS has no Cycles API key for tenant(s) {missing}"
-                )
-
-        provider = (self.raw("LLM_PROVIDER") or DEFAULT_LLM_PROVIDER).lower()
-        llm_key_name = f"{provider.upper()}_API_KEY"
-        llm_api_key = self.raw(llm_key_name) if provider != "fake" else None
-        if provider != "fake" and not llm_api_key:
-            if production:
-                raise ConfigError(f"{llm_key_name} is required for LLM_PROVIDER={provider}")
-            provider = "fake"  # development without a key: the offline fake stands in
-
+        provider, llm_api_key = self.llm(production)
         default_max_tokens = self.integer("DEFAULT_MAX_TOKENS", "512", 1, 1_000_000)
         max_tokens_limit = self.integer("MAX_TOKENS_LIMIT", "4096", 1, 1_000_000)
-        if default_max_tokens > max_tokens_limit:
-            raise ConfigError("DEFAULT_MAX_TOKENS must not exceed MAX_TOKENS_LIMIT")
+        limits_fine = self.fine("DEFAULT_MAX_TOKENS", "MAX_TOKENS_LIMIT")
+        if limits_fine and default_max_tokens > max_tokens_limit:
+            self.note(
+                "DEFAULT_MAX_TOKENS",
+                f"DEFAULT_MAX_TOKENS={default_max_tokens} must not exceed "
+                f"MAX_TOKENS_LIMIT={max_tokens_limit}",
+            )
         budget_usd = self.raw("CYCLES_LOCAL_BUDGET_USD") or "5.00"
         if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,8})?", budget_usd):
-            raise ConfigError(
-                f"CYCLES_LOCAL_BUDGET_USD={budget_usd!r} is invalid: expected dollars like 5.00"
+            self.note(
+                "CYCLES_LOCAL_BUDGET_USD",
+                f"CYCLES_LOCAL_BUDGET_USD={_quoted(budget_usd)} is invalid: "
+                "expected dollars like 5.00",
             )
+            budget_usd = "5.00"
+
+        cycles_app = self.raw("CYCLES_APP") or DEFAULT_CYCLES_APP
+        if not SUBJECT_FIELD_RE.fullmatch(cycles_app):
+            self.note(
+                "CYCLES_APP",
+                f"CYCLES_APP={_quoted(cycles_app)} is invalid: it is the Cycles subject field "
+                f"'app': expected {SUBJECT_FIELD_RULE}",
+            )
+        mode = self.choice("CYCLES_MODE", "enforce", ("enforce", "shadow"))
+        connect_timeout, read_timeout, llm_timeout, ttl_ms = self.timeouts()
+        cycles_fail_open = self.flag("CYCLES_FAIL_OPEN", False)
+        deny_cache_ms = self.integer("CYCLES_DENY_CACHE_MS", "1000", 0, 60_000)
+        admin_url = self.url("CYCLES_ADMIN_URL")
+        local_port = self.integer("CYCLES_LOCAL_PORT", "0", 0, 65_535)
+        max_prompt_chars = self.integer("MAX_PROMPT_CHARS", "20000", 1, 10_000_000)
+        if self.problems:
+            raise ConfigError(self.problems)
 
         instance = self.instance_path
         return Settings(
@@ -224,64 +355,136 @@ class _Reader:
             cycles_api_key=cycles_api_key,
             cycles_tenant=cycles_tenant,
             cycles_tenant_api_keys=tenant_api_keys,
-            cycles_app=self.raw("CYCLES_APP") or DEFAULT_CYCLES_APP,
-            cycles_connect_timeout=self.number("CYCLES_CONNECT_TIMEOUT", "2", 0.01, 60),
-            cycles_read_timeout=self.number("CYCLES_READ_TIMEOUT", "5", 0.01, 300),
-            cycles_fail_open=self.flag("CYCLES_FAIL_OPEN", False),
-            cycles_reservation_ttl_ms=self.integer(
-                "CYCLES_RESERVATION_TTL_MS", "60000", 1_000, 86_400_000
-            ),
-            cycles_deny_cache_ms=self.integer("CYCLES_DENY_CACHE_MS", "1000", 0, 60_000),
+            cycles_app=cycles_app,
+            cycles_connect_timeout=connect_timeout,
+            cycles_read_timeout=read_timeout,
+            cycles_fail_open=cycles_fail_open,
+            cycles_mode=mode,  # type: ignore[arg-type]  # checked against the Literal above
+            cycles_reservation_ttl_ms=ttl_ms,
+            cycles_deny_cache_ms=deny_cache_ms,
             cycles_journal_dir=Path(
                 self.raw("CYCLES_JOURNAL_DIR") or instance / "cycles-commit-journal"
             ),
-            cycles_admin_url=self.raw("CYCLES_ADMIN_URL"),
+            cycles_admin_url=admin_url,
             cycles_admin_api_key=self.raw("CYCLES_ADMIN_API_KEY"),
             cycles_local_db=Path(self.raw("CYCLES_LOCAL_DB") or instance / "cycles-ledger.sqlite3"),
-            cycles_local_port=self.integer("CYCLES_LOCAL_PORT", "0", 0, 65_535),
+            cycles_local_port=local_port,
             cycles_local_force=force_local,
             cycles_local_budget_usd=budget_usd,
-            tenant_key_hashes=key_hashes,
-            tenants=tenants,
+            tenant_key_hashes=callers.key_hashes,
+            tenants=callers.tenants,
             llm_provider=provider,
             llm_model=self.raw("LLM_MODEL") or "{{ cookiecutter.model }}",
             llm_api_key=llm_api_key,
-            llm_timeout=self.number("LLM_TIMEOUT", "30", 0.1, 600),
-            max_prompt_chars=self.integer("MAX_PROMPT_CHARS", "20000", 1, 10_000_000),
+            llm_timeout=llm_timeout,
+            max_prompt_chars=max_prompt_chars,
             default_max_tokens=default_max_tokens,
             max_tokens_limit=max_tokens_limit,
         )
 
-    def callers(
-        self, dev_defaults: bool, tenant_api_keys: Mapping[str, str]
-    ) -> tuple[dict[str, str], tuple[str, ...]]:
-        """Who may call the app: key hashes (api_key auth) and the tenant list."""
-{%- if cookiecutter.tenant_auth == "api_key" %}
-        by_tenant = self.pairs("TENANT_API_KEYS")
-        if not by_tenant and dev_defaults:
-            by_tenant = {t: hash_api_key(dev_caller_key(t)) for t in DEV_TENANTS}
-        if not by_tenant:
-            raise ConfigError(
-                "TENANT_API_KEYS is required: tenant=sha256-of-key pairs "
-                "(create them with `flask tenants new-key TENANT`)"
+    def cycles_base_url(self) -> str:
+        """``local`` (the embedded ledger) or a server URL; a bad URL still means a server."""
+        value = self.raw("CYCLES_BASE_URL")
+        if value is None or value == LOCAL_CYCLES:
+            return LOCAL_CYCLES
+        if not URL_RE.fullmatch(value.rstrip("/")):
+            problem = f"is not a valid URL: expected {URL_RULE}, or local"
+            self.note("CYCLES_BASE_URL", f"CYCLES_BASE_URL {problem}")
+        return value.rstrip("/")
+
+    def timeouts(self) -> tuple[float, float, float, int]:
+        """Cycles and provider timeouts, and a reservation TTL long enough for them."""
+        connect_timeout = self.number("CYCLES_CONNECT_TIMEOUT", "2", 0.01, 60)
+        read_timeout = self.number("CYCLES_READ_TIMEOUT", "5", 0.01, 300)
+        llm_timeout = self.number("LLM_TIMEOUT", "30", 0.1, 600)
+        ttl_ms = self.integer("CYCLES_RESERVATION_TTL_MS", "60000", 1_000, 86_400_000)
+        needed_ttl_ms = minimum_reservation_ttl_ms(llm_timeout, connect_timeout, read_timeout)
+        involved = (
+            "CYCLES_CONNECT_TIMEOUT",
+            "CYCLES_READ_TIMEOUT",
+            "LLM_TIMEOUT",
+            "CYCLES_RESERVATION_TTL_MS",
+        )
+        if self.fine(*involved) and ttl_ms < needed_ttl_ms:
+            self.note(
+                "CYCLES_RESERVATION_TTL_MS",
+                f"CYCLES_RESERVATION_TTL_MS={ttl_ms} is too short: a hold must outlive "
+                f"LLM_TIMEOUT={llm_timeout:g}s plus two Cycles calls "
+                f"(CYCLES_CONNECT_TIMEOUT={connect_timeout:g}s + "
+                f"CYCLES_READ_TIMEOUT={read_timeout:g}s + {CYCLES_FIXED_PHASES_S:g}s each) "
+                f"plus {CYCLES_SAFETY_MARGIN_MS} ms of margin: set it to at least "
+                f"{needed_ttl_ms}, or lower those timeouts",
             )
-        for tenant, digest in by_tenant.items():
-            if not re.fullmatch(r"[0-9a-f]{64}", digest):
-                raise ConfigError(
-                    f"TENANT_API_KEYS: the value for {tenant!r} must be a SHA-256 hex digest "
-                    "(never the key itself)"
+        return connect_timeout, read_timeout, llm_timeout, ttl_ms
+
+    def llm(self, production: bool) -> tuple[str, str | None]:
+        """The provider to use and its API key (never quoted: only the variable's name)."""
+        provider = self.choice("LLM_PROVIDER", DEFAULT_LLM_PROVIDER, LLM_PROVIDERS)
+        if provider == "fake":
+            return provider, None
+        key_name = f"{provider.upper()}_API_KEY"
+        api_key = self.raw(key_name)
+        if api_key is None:
+            if production:
+                self.note(key_name, f"{key_name} is required for LLM_PROVIDER={provider}")
+            return "fake", None  # development without a key: the offline fake stands in
+        return provider, api_key
+{%- if cookiecutter.tenant_isolation == "workspace" %}
+
+    def cycles_credentials(self, tenant_api_keys: Mapping[str, str], callers: _Callers) -> None:
+        """A Cycles server needs the app's Cycles tenant and its runtime key."""
+        for name in ("CYCLES_API_KEY", "CYCLES_TENANT"):
+            if not self.raw(name):
+                self.note(name, f"{name} is required when CYCLES_BASE_URL is a server")
+{%- else %}
+
+    def cycles_credentials(self, tenant_api_keys: Mapping[str, str], callers: _Callers) -> None:
+        """A Cycles server needs one runtime key per tenant, each of that Cycles tenant."""
+        name = "CYCLES_TENANT_API_KEYS"
+        if not tenant_api_keys:
+            if self.fine(name):
+                self.note(
+                    name,
+                    f"{name} is required when CYCLES_BASE_URL is a server: "
+                    "one tenant=cycles-api-key pair per tenant",
                 )
+            return
+        missing = sorted(set(callers.tenants) - set(tenant_api_keys))
+        if callers.valid and self.fine(name) and missing:
+            self.note(name, f"{name} has no Cycles API key for tenant(s) {missing}")
+{%- endif %}
+{%- if cookiecutter.tenant_auth == "api_key" %}
+
+    def callers(self, dev_defaults: bool, tenant_api_keys: Mapping[str, str]) -> _Callers:
+        """Who may call the app: key digests (sha256 of each caller's key) per tenant."""
+        name = "TENANT_API_KEYS"
+        by_tenant = self.pairs(name, "sha256-of-key", SHA256_HEX_RE.fullmatch)
+        if not by_tenant and self.fine(name) and dev_defaults:
+            by_tenant = {t: hash_api_key(dev_caller_key(t)) for t in DEV_TENANTS}
+        if not by_tenant and self.fine(name):
+            self.note(
+                name,
+                f"{name} is required: tenant=sha256-of-key pairs "
+                "(create them with `flask tenants new-key TENANT`)",
+            )
         hashes = {digest: tenant for tenant, digest in by_tenant.items()}
         if len(hashes) != len(by_tenant):
-            raise ConfigError("TENANT_API_KEYS: two tenants share one key")
-        return hashes, tuple(by_tenant)
+            self.note(name, f"{name}: two tenants share one key")
+        return _Callers(hashes, tuple(by_tenant), valid=self.fine(name))
 {%- else %}
-        names = [t.strip() for t in (self.raw("TENANTS") or "").split(",") if t.strip()]
-        if not names and TENANT_ISOLATION == "tenant":
-            names = list(tenant_api_keys)
+
+    def callers(self, dev_defaults: bool, tenant_api_keys: Mapping[str, str]) -> _Callers:
+        """Who may call the app: the tenant ids the gateway may send in X-Tenant-ID."""
+        name = "TENANTS"
+        names = [t.strip() for t in (self.raw(name) or "").split(",") if t.strip()]
+{%- if cookiecutter.tenant_isolation == "tenant" %}
+        if not names:
+            names = list(tenant_api_keys)  # one Cycles key per tenant names them all
+{%- endif %}
         if not names and dev_defaults:
             names = list(DEV_TENANTS)
-        if not names:
-            raise ConfigError("TENANTS is required: the comma-separated tenant ids the app serves")
-        return {}, tuple(dict.fromkeys(self.tenant_id("TENANTS", t) for t in names))
+        if not names and self.fine("CYCLES_TENANT_API_KEYS"):
+            self.note(name, f"{name} is required: the comma-separated tenant ids the app serves")
+        tenants = tuple(dict.fromkeys(self.tenant_id(name, t) for t in names))
+        return _Callers({}, tenants, valid=self.fine(name))
 {%- endif %}

@@ -4,6 +4,12 @@ It is a real Cycles-protocol server on 127.0.0.1 over a SQLite file in the insta
 so development runs the same client code as production. It is seeded on start with the
 Cycles tenants, API keys and budgets the app's tenants need; budgets that already exist
 are left alone, so a restart never refills a spent budget.
+
+Runtime keys: under ``APP_ENV=development`` each Cycles tenant gets a stable, guessable key
+(``cyc_local_<tenant>``), convenient with curl. Anywhere else (tests, or production with
+``CYCLES_LOCAL_FORCE``) a random key is generated at first start and kept in the ledger file,
+so a restart reuses it, and a stable key left from development is revoked. Either kind holds
+only the runtime permissions: no key the app uses can create or fund budgets.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import secrets
 from collections.abc import Mapping
 from decimal import Decimal
 
+from localcycles import LedgerError, LocalCyclesServer, LocalLedger
+
 from .config import ConfigError, Settings
-from .localcycles import CyclesError, LocalCyclesServer, LocalLedger
 from .pricing import MICROCENTS_PER_USD
 
 log = logging.getLogger(__name__)
@@ -51,11 +58,19 @@ class EmbeddedCycles:
 
 
 def local_api_key(cycles_tenant: str) -> str:
-    """A stable key for a Cycles tenant of the embedded ledger (development only).
-
-    Stable across restarts, so the ledger file and the app agree without storing keys.
-    """
+    """The stable key of a Cycles tenant of the embedded ledger (APP_ENV=development only)."""
     return f"cyc_local_{cycles_tenant}"
+
+
+def runtime_key(ledger: LocalLedger, settings: Settings, cycles_tenant: str) -> str:
+    """The key the app uses for ``cycles_tenant`` when the settings name none (see above)."""
+    stable = local_api_key(cycles_tenant)
+    if settings.app_env == "development":
+        return stable
+    ledger.revoke_api_key(stable)
+    return ledger.keep_secret(
+        f"runtime-key:{cycles_tenant}", lambda: "cyc_local_" + secrets.token_urlsafe(24)
+    )
 
 
 def budget_microcents(settings: Settings) -> int:
@@ -72,6 +87,10 @@ def start(settings: Settings) -> EmbeddedCycles:
         port=settings.cycles_local_port,
         admin_key=secrets.token_urlsafe(24),
     )
+    # CYCLES_LOCAL_REPLAY_DAYS, where the settings define it: how long retries replay.
+    replay_days = getattr(settings, "cycles_local_replay_days", None)
+    if replay_days is not None:
+        server.ledger.replay_window_days = float(replay_days)
     try:
         server.start()
     except OSError as exc:
@@ -82,7 +101,7 @@ def start(settings: Settings) -> EmbeddedCycles:
         ) from None
     try:
         api_keys = seed(server.ledger, settings)
-    except CyclesError as exc:
+    except LedgerError as exc:
         server.stop()
         server.ledger.close()
         raise ConfigError(f"CYCLES_BASE_URL=local: cannot seed the ledger: {exc.message}") from None
@@ -101,7 +120,9 @@ def seed(ledger: LocalLedger, settings: Settings) -> dict[str, str]:
 {%- if cookiecutter.tenant_isolation == "workspace" %}
     operator = settings.cycles_tenant
     ledger.create_tenant(operator)
-    key = ledger.create_api_key(operator, settings.cycles_api_key or local_api_key(operator))
+    key = ledger.create_api_key(
+        operator, settings.cycles_api_key or runtime_key(ledger, settings, operator)
+    )
     for tenant in settings.tenants:
         _ensure_budget(ledger, f"tenant:{operator}/workspace:{tenant}", allocated)
     return dict.fromkeys(settings.tenants, key)
@@ -109,7 +130,9 @@ def seed(ledger: LocalLedger, settings: Settings) -> dict[str, str]:
     keys = {}
     for tenant in settings.tenants:
         ledger.create_tenant(tenant)
-        wanted = settings.cycles_tenant_api_keys.get(tenant) or local_api_key(tenant)
+        wanted = settings.cycles_tenant_api_keys.get(tenant) or runtime_key(
+            ledger, settings, tenant
+        )
         keys[tenant] = ledger.create_api_key(tenant, wanted)
         _ensure_budget(ledger, f"tenant:{tenant}", allocated)
     return keys

@@ -1,30 +1,40 @@
-"""One budget-guarded model call: reserve the worst case, call the model, commit the rest.
+"""The budget guard: every LLM route reserves its worst case before its view runs.
 
-The reservation holds ``pricing.estimate(...)`` (an upper bound) before the provider is
-called; the commit charges what the provider reports at the prompted prices and returns
-the difference. A failing provider releases the hold, so the budget is untouched.
+``@guarded(parse)`` under a route validates the body with ``parse``, computes the estimate
+(an upper bound, from the pricing module) and reserves it for the caller before the view
+runs: a denial is a 402 before any provider work. The view receives the resulting
+:class:`GuardedCall` and runs the provider through it; the actual cost is committed
+afterwards, a provider error releases the hold, and a view that never calls the provider
+releases it too. A served request costs two Cycles calls (reserve, commit).
+
+No call outlives its hold: a completion is bounded by ``LLM_TIMEOUT`` and by the time its
+hold has left (a call that overruns is abandoned and charged its full estimate, since the
+vendor may still bill it); a stream's hold is extended by the app's heartbeat while the
+stream runs, and the stream ends early if an extension fails.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from flask import current_app
-from runcycles import Amount, Caps, CyclesMetrics, CyclesProtocolError, Unit, get_cycles_context
+from flask import Response, current_app
 
-from . import pricing
-from .budget import get_budgets, is_unavailable
-from .config import Settings
+from . import pricing, reservations, sse, tenancy
+from .bodies import json_body
+from .budget import CyclesBudgets, get_budgets
+from .config import CYCLES_SAFETY_MARGIN_MS, Settings
 from .errors import ApiError
-from .llm import Completion, LLMProvider
+from .llm import Completion, LLMProvider, ProviderError, StreamProgress
 
 log = logging.getLogger(__name__)
 
-# Cycles metrics limit model_version to 128 characters.
-MAX_MODEL_VERSION_CHARS = 128
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,11 +45,14 @@ class LlmCall:
     prompt: str
     max_tokens: int
     system: str | None = None
+    stream: bool = False
+
+    def texts(self) -> tuple[str, ...]:
+        return (self.system, self.prompt) if self.system else (self.prompt,)
 
     def estimate(self) -> int:
         """The most this call can cost, in USD microcents: what gets reserved."""
-        texts = (self.system, self.prompt) if self.system else (self.prompt,)
-        return pricing.estimate(*texts, max_tokens=self.max_tokens)
+        return pricing.estimate(*self.texts(), max_tokens=self.max_tokens)
 
 
 @dataclass(frozen=True)
@@ -50,59 +63,301 @@ class GuardedCompletion:
     guarded: bool  # False only when CYCLES_FAIL_OPEN served it without Cycles
 
 
-def get_provider() -> LLMProvider:
-    provider: LLMProvider = current_app.extensions["llm"]
-    return provider
+CallParser = Callable[[Mapping[str, Any], Settings], LlmCall]
+GuardedView = Callable[["GuardedCall"], Response]
 
 
-def complete(call: LlmCall, tenant: str) -> GuardedCompletion:
-    """Run ``call`` for ``tenant`` under a Cycles reservation."""
-    settings: Settings = current_app.extensions["settings"]
-    budgets = get_budgets(current_app)
-    reservation = budgets.client_for(tenant).stream_reservation(
-        subject=budgets.subject_for(tenant),
-        action=budgets.action(),
-        estimate=Amount(unit=Unit.USD_MICROCENTS, amount=call.estimate()),
-        ttl_ms=settings.cycles_reservation_ttl_ms,
-        metadata={"route": call.route},
-    )
-    with ExitStack() as stack:
+def guarded(parse: CallParser) -> Callable[[GuardedView], Callable[[], Response]]:
+    """Route decorator: reserve the budget for the parsed body, then run the view under it."""
+
+    def decorate(view: GuardedView) -> Callable[[], Response]:
+        @functools.wraps(view)
+        def reserve_then_run() -> Response:
+            settings: Settings = current_app.extensions["settings"]
+            call = parse(json_body(), settings)
+            budgets = get_budgets(current_app)
+            hold = reservations.reserve(
+                budgets, tenancy.current_tenant(), call.route, call.estimate()
+            )
+            guarded_call = GuardedCall(budgets, hold, call, current_app.extensions["llm"])
+            try:
+                return view(guarded_call)
+            finally:
+                # Whatever the view did, a hold it did not settle or hand to a stream
+                # goes back now rather than at its TTL.
+                guarded_call.release_unless_used("view_returned_without_settling")
+
+        return reserve_then_run
+
+    return decorate
+
+
+class GuardedCall:
+    """One provider call under its hold: :meth:`complete` or :meth:`stream`, once."""
+
+    def __init__(
+        self,
+        budgets: CyclesBudgets,
+        hold: reservations.Hold,
+        call: LlmCall,
+        provider: LLMProvider,
+    ) -> None:
+        self.budgets = budgets
+        self.hold = hold
+        self.call = call
+        self.provider = provider
+        self._streaming = False
+
+    @property
+    def max_tokens(self) -> int:
+        """The output limit the provider gets: the caller's, lowered by a Cycles cap."""
+        cap = self.hold.max_tokens_cap
+        return self.call.max_tokens if cap is None else min(self.call.max_tokens, cap)
+
+    def complete(self) -> GuardedCompletion:
+        """Call the provider under the hold, then commit what it reports."""
+        self._check_cap()
+        started = time.monotonic()
         try:
-            stack.enter_context(reservation)
-        except CyclesProtocolError as exc:
-            if not (budgets.fail_open and is_unavailable(exc.status)):
-                raise
-            log.warning("Cycles is unavailable; CYCLES_FAIL_OPEN serves %s unguarded", call.route)
-            return _call_provider(call, call.max_tokens, guarded=False)
-        # Leaving the block commits what the usage says; an exception releases the hold.
-        result = _call_provider(call, _capped(call.max_tokens, reservation.caps), guarded=True)
-        reservation.usage.set_actual_cost(result.cost)
-    return result
-
-
-def _capped(requested: int, caps: Caps | None) -> int:
-    """The output limit after a Cycles ``ALLOW_WITH_CAPS`` decision."""
-    if caps is None or caps.max_tokens is None:
-        return requested
-    if caps.max_tokens < 1:
-        raise ApiError(402, "budget_capped", "The budget allows no more output tokens right now.")
-    return min(requested, caps.max_tokens)
-
-
-def _call_provider(call: LlmCall, max_tokens: int, *, guarded: bool) -> GuardedCompletion:
-    started = time.monotonic()
-    completion = get_provider().complete(
-        prompt=call.prompt, max_tokens=max_tokens, system=call.system
-    )
-    latency_ms = int((time.monotonic() - started) * 1000)
-    context = get_cycles_context()
-    if guarded and context is not None:
-        # Committed with the charge, so the ledger shows what each call used.
-        context.metrics = CyclesMetrics(
-            tokens_input=completion.input_tokens,
-            tokens_output=completion.output_tokens,
-            latency_ms=latency_ms,
-            model_version=completion.model[:MAX_MODEL_VERSION_CHARS],
+            completion = _run_bounded(
+                lambda: self.provider.complete(
+                    prompt=self.call.prompt, max_tokens=self.max_tokens, system=self.call.system
+                ),
+                self._time_allowed(),
+            )
+        except ProviderError:
+            reservations.release(self.budgets, self.hold, "provider_error")
+            raise
+        except _Overran:
+            # The vendor may still be working (and billing): charge the most it can cost.
+            self._settle(self.hold.estimate, self._worst_case_usage(started))
+            raise ApiError(
+                504, "provider_timeout", "The language model did not answer in time."
+            ) from None
+        cost = pricing.cost(completion.input_tokens, completion.output_tokens)
+        usage = reservations.Usage(
+            completion.input_tokens, completion.output_tokens, completion.model, _ms_since(started)
         )
-    cost = pricing.cost(completion.input_tokens, completion.output_tokens)
-    return GuardedCompletion(completion, max_tokens, cost, guarded)
+        settlement = self._settle(cost, usage)
+        if settlement is not None and settlement.outcome == "late":
+            # The hold lapsed at Cycles before the commit: the cost is recorded, but an
+            # answer served now would be one more than the budget allowed.
+            raise ApiError(
+                503,
+                "reservation_expired",
+                "The budget hold lapsed before the answer was ready; try again.",
+            )
+        return GuardedCompletion(completion, self.max_tokens, cost, self.hold.mode != "unguarded")
+
+    def stream(self) -> Response:
+        """Server-sent events: a ``delta`` per text delta, then ``done`` (or ``error``).
+
+        The first delta is awaited here, so a provider that fails at once still gets a
+        JSON 502; after that, failures arrive as an ``error`` event.
+        """
+        self._check_cap()
+        self._streaming = True
+        self.budgets.keeper.watch(self.hold)
+        run = _StreamRun(self)
+        try:
+            first = run.first_delta()
+        except BaseException:
+            self._streaming = False
+            raise
+        return sse.response(run.events(first))
+
+    def release_unless_used(self, reason: str) -> None:
+        if not self._streaming:
+            reservations.release(self.budgets, self.hold, reason)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _check_cap(self) -> None:
+        if self.max_tokens < 1:
+            raise ApiError(
+                402, "budget_capped", "The budget allows no more output tokens right now."
+            )
+
+    def _time_allowed(self) -> float:
+        """How long the provider may take: LLM_TIMEOUT, and less if the hold is shorter."""
+        allowed = self.budgets.settings.llm_timeout
+        if self.hold.held:
+            left = self.budgets.keeper.time_left(self.hold)
+            allowed = min(allowed, left - self.budgets.call_budget_s() - _MARGIN_S)
+        return allowed
+
+    def _settle(self, cost: int, usage: reservations.Usage) -> reservations.Settlement | None:
+        return settle(self, cost, usage)
+
+    def _worst_case_usage(self, started: float) -> reservations.Usage:
+        return reservations.Usage(
+            pricing.max_input_tokens(*self.call.texts()),
+            self.max_tokens,
+            self.provider.model,
+            _ms_since(started),
+        )
+
+
+_MARGIN_S = CYCLES_SAFETY_MARGIN_MS / 1000
+
+
+class _StreamRun:
+    """The life of one stream: deltas out, then the commit of what was generated."""
+
+    def __init__(self, guarded: GuardedCall) -> None:
+        self.guarded = guarded
+        self.progress = StreamProgress()
+        self.started = time.monotonic()
+        call = guarded.call
+        self.deltas = guarded.provider.stream(
+            prompt=call.prompt,
+            max_tokens=guarded.max_tokens,
+            system=call.system,
+            progress=self.progress,
+        )
+
+    def first_delta(self) -> str | None:
+        try:
+            return next(self.deltas)
+        except StopIteration:
+            return None
+        except ProviderError:
+            self._close_provider()
+            if self._generated_nothing():
+                reservations.release(self.guarded.budgets, self.guarded.hold, "provider_error")
+            else:
+                self._settle()
+            raise
+        except BaseException:
+            self._close_provider()
+            self._settle()
+            raise
+
+    def events(self, first: str | None) -> Iterator[bytes]:
+        error: ApiError | None = None
+        try:
+            if first is not None:
+                yield sse.event("delta", {"text": first})
+                error = yield from self._rest()
+        finally:
+            # Also reached when the client hangs up (GeneratorExit at a yield): the
+            # provider is stopped and what it generated until then is charged.
+            self._close_provider()
+            cost = self._settle()
+        if error is not None:
+            yield sse.event("error", {"error": error.error, "message": error.message})
+            return
+        yield sse.event("done", self._summary(cost))
+
+    def _rest(self) -> Generator[bytes, None, ApiError | None]:
+        """Relay the remaining deltas; return the error that ended the stream, if any."""
+        budgets, hold = self.guarded.budgets, self.guarded.hold
+        while True:
+            if hold.held and budgets.keeper.time_left(hold) < budgets.stream_cutoff_s():
+                # The heartbeat could not extend the hold: stop while it still covers
+                # the commit, rather than let the call run on unguarded.
+                return ApiError(
+                    503, "budget_hold_lapsing", "The budget hold could not be extended."
+                )
+            try:
+                delta = next(self.deltas)
+            except StopIteration:
+                return None
+            except ProviderError as exc:
+                log.warning("LLM provider failed mid-stream: %s", exc)
+                return ApiError(502, "provider_error", "The language model provider failed.")
+            yield sse.event("delta", {"text": delta})
+
+    def _settle(self) -> int:
+        usage = self._usage()
+        cost = pricing.cost(usage.input_tokens, usage.output_tokens)
+        settle(self.guarded, cost, usage)
+        return cost
+
+    def _usage(self) -> reservations.Usage:
+        """The provider's own usage when it reported it; otherwise an upper bound."""
+        progress, call = self.progress, self.guarded.call
+        input_tokens = progress.input_tokens
+        if input_tokens is None:
+            input_tokens = pricing.max_input_tokens(*call.texts())
+        output_tokens = progress.output_tokens
+        if output_tokens is None:
+            # Cut short before the provider counted: every token is at least one byte,
+            # and none past max_tokens.
+            output_tokens = min(progress.text_bytes, self.guarded.max_tokens)
+        return reservations.Usage(
+            input_tokens,
+            output_tokens,
+            progress.model or self.guarded.provider.model,
+            _ms_since(self.started),
+        )
+
+    def _summary(self, cost: int) -> dict[str, Any]:
+        usage = self._usage()
+        return {
+            "model": usage.model,
+            "max_tokens": self.guarded.max_tokens,
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+            "cost_usd_microcents": cost,
+        }
+
+    def _generated_nothing(self) -> bool:
+        return self.progress.text_bytes == 0 and not self.progress.output_tokens
+
+    def _close_provider(self) -> None:
+        close = getattr(self.deltas, "close", None)
+        if close is not None:
+            close()
+
+
+def settle(
+    guarded: GuardedCall, cost: int, usage: reservations.Usage
+) -> reservations.Settlement | None:
+    """Commit ``cost``; a provider that went past max_tokens is charged in full, and logged."""
+    if usage.output_tokens > guarded.max_tokens:
+        log.warning(
+            "Tenant %s: %s reported %s output tokens, more output tokens than max_tokens=%s "
+            "allowed; charging all of them",
+            guarded.hold.tenant,
+            usage.model,
+            usage.output_tokens,
+            guarded.max_tokens,
+        )
+    return reservations.settle(guarded.budgets, guarded.hold, cost, usage)
+
+
+class _Overran(Exception):
+    """The provider call did not finish in the time its hold allows."""
+
+
+def _run_bounded(call: Callable[[], T], timeout_s: float) -> T:
+    """Run ``call`` in a helper thread and wait at most ``timeout_s`` for it.
+
+    SDK timeouts bound each read, not the whole call, and a provider can ignore them; the
+    hold cannot wait. A call that overruns keeps its thread (it cannot be killed) but the
+    request moves on.
+    """
+    if timeout_s <= 0:
+        raise _Overran
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the waiting request thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="llm-call", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise _Overran
+    if "error" in outcome:
+        raise outcome["error"]
+    value: T = outcome["value"]
+    return value
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,4 +1,4 @@
-"""What a model call costs, in integer USD microcents.
+"""What a model call costs, in integer USD microcents, and money in and out of that unit.
 
 Prices were given in US dollars per million tokens (how providers publish them) and are
 stored as integer USD microcents per million tokens: $1 = 100,000,000 microcents, so
@@ -8,16 +8,29 @@ price such as $0.075/M bills exactly and the ledger never drifts through floatin
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+
 from .llm.base import MESSAGE_OVERHEAD_TOKENS
 
-__all__ = ["MESSAGE_OVERHEAD_TOKENS", "cost", "estimate", "max_input_tokens"]
+__all__ = [
+    "MESSAGE_OVERHEAD_TOKENS",
+    "MICROCENTS_PER_USD",
+    "cost",
+    "estimate",
+    "format_usd",
+    "max_input_tokens",
+    "usd_to_microcents",
+]
 
 MODEL = "{{ cookiecutter.model }}"
 MICROCENTS_PER_USD = 100_000_000
+USD_DECIMAL_PLACES = 8  # one microcent
 TOKENS_PER_PRICE_UNIT = 1_000_000
 
 # Input: ${{ cookiecutter.input_price_per_million_usd }} per million tokens.
 INPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.input_price_per_million_usd | usd_to_microcents | py_int }}
+# Cached input (prompt-cache reads): ${{ cookiecutter.cached_input_price_per_million_usd }} per million tokens.
+CACHED_INPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.cached_input_price_per_million_usd | usd_to_microcents | py_int }}
 # Output: ${{ cookiecutter.output_price_per_million_usd }} per million tokens.
 OUTPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.output_price_per_million_usd | usd_to_microcents | py_int }}
 
@@ -26,13 +39,21 @@ def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
-def cost(input_tokens: int, output_tokens: int) -> int:
-    """The exact charge for a call, in USD microcents, rounded up to a whole microcent."""
-    if input_tokens < 0 or output_tokens < 0:
+def cost(input_tokens: int, output_tokens: int, *, cached_input_tokens: int = 0) -> int:
+    """The exact charge for a call, in USD microcents, rounded up to a whole microcent.
+
+    ``cached_input_tokens`` is the part of ``input_tokens`` the provider served from its
+    prompt cache (OpenAI's ``cached_tokens``), billed at the cached-input price; the rest
+    of the input is billed at the full input price.
+    """
+    if input_tokens < 0 or output_tokens < 0 or cached_input_tokens < 0:
         raise ValueError("token counts must not be negative")
-    input_cost = input_tokens * INPUT_MICROCENTS_PER_MILLION
+    if cached_input_tokens > input_tokens:
+        raise ValueError("cached input tokens are part of the input tokens: at most as many")
+    input_cost = (input_tokens - cached_input_tokens) * INPUT_MICROCENTS_PER_MILLION
+    cached_cost = cached_input_tokens * CACHED_INPUT_MICROCENTS_PER_MILLION
     output_cost = output_tokens * OUTPUT_MICROCENTS_PER_MILLION
-    return _ceil_div(input_cost + output_cost, TOKENS_PER_PRICE_UNIT)
+    return _ceil_div(input_cost + cached_cost + output_cost, TOKENS_PER_PRICE_UNIT)
 
 
 def max_input_tokens(*texts: str) -> int:
@@ -49,6 +70,31 @@ def estimate(*texts: str, max_tokens: int) -> int:
     """The most a call with these input texts and output limit can cost, in microcents.
 
     This is what gets reserved: it is never below :func:`cost` of the real usage, as long
-    as the provider honours ``max_tokens``.
+    as the provider honours ``max_tokens`` (every input token is priced at the full input
+    price, which is never below the cached one).
     """
     return cost(max_input_tokens(*texts), max_tokens)
+
+
+def usd_to_microcents(text: str) -> int:
+    """``"5.00"`` (US dollars, at most 8 decimals, not negative) as integer microcents.
+
+    Raises ValueError with a message fit for the person who typed ``text``.
+    """
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not an amount of US dollars like 5.00") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{text!r} is not an amount of US dollars like 5.00")
+    microcents = value * MICROCENTS_PER_USD
+    if microcents != microcents.to_integral_value():
+        raise ValueError(f"{text!r} has more than {USD_DECIMAL_PLACES} decimals (1 microcent)")
+    return int(microcents)
+
+
+def format_usd(microcents: int) -> str:
+    """``$7.50``: whole cents as money, smaller fractions with every significant digit."""
+    dollars = Decimal(abs(microcents)) / MICROCENTS_PER_USD
+    shown = f"{dollars:.2f}" if dollars == round(dollars, 2) else f"{dollars.normalize():f}"
+    return f"{'-' if microcents < 0 else ''}${shown}"

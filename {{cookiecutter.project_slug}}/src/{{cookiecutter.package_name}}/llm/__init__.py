@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 {%- endif %}
 
-from .base import MESSAGE_OVERHEAD_TOKENS, Completion, LLMProvider, ProviderError
-from .fake import FailingProvider, FakeProvider
+from .base import MESSAGE_OVERHEAD_TOKENS, Completion, LLMProvider, ProviderError, StreamProgress
+from .fake import FakeProvider
 {%- if cookiecutter.llm_provider != 'fake' %}
 
 if TYPE_CHECKING:
@@ -34,10 +34,10 @@ __all__ = [
     "AVAILABLE_PROVIDERS",
     "MESSAGE_OVERHEAD_TOKENS",
     "Completion",
-    "FailingProvider",
     "FakeProvider",
     "LLMProvider",
     "ProviderError",
+    "StreamProgress",
     "build_provider",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +24,26 @@ class Completion:
     model: str  # the model the provider says it used, which may be a dated variant
 
 
+@dataclass
+class StreamProgress:
+    """What a streaming call has produced so far; the provider updates it as events arrive.
+
+    The guard bills a stream from this: the provider's own counts, and where the stream
+    ended before the provider counted (the caller hung up, the hold ran out, the provider
+    failed midway), an upper bound of what was generated: the prompt's byte bound for the
+    input, the UTF-8 bytes received (at most ``max_tokens``) for the output.
+    """
+
+    input_tokens: int | None = None  # as the provider reports them (often only at the end)
+    output_tokens: int | None = None  # as the provider counts them so far; None: not counted
+    text_bytes: int = 0  # UTF-8 bytes of the text deltas yielded so far
+    model: str | None = None  # the model the provider says it used
+    usage_final: bool = False  # the provider reported the stream's final usage
+
+    def add_text(self, text: str) -> None:
+        self.text_bytes += len(text.encode("utf-8", "surrogatepass"))
+
+
 class ProviderError(Exception):
     """The provider could not produce a completion: vendor error, timeout, bad response.
 
@@ -42,6 +63,21 @@ class LLMProvider(Protocol):
 
     def complete(self, *, prompt: str, max_tokens: int, system: str | None = None) -> Completion:
         """Answer ``prompt`` in at most ``max_tokens`` output tokens; an empty system is none."""
+        ...
+
+    def stream(
+        self,
+        *,
+        prompt: str,
+        max_tokens: int,
+        progress: StreamProgress,
+        system: str | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer as text deltas, keeping ``progress`` up to date.
+
+        Raises :class:`ProviderError` (before or between deltas) when the call fails.
+        Closing the iterator early must end the vendor call, so nothing more is generated.
+        """
         ...
 
 

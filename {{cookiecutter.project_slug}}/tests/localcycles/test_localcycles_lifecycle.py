@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from localcycles_testkit import LC_TENANT, LC_UNIT, reservation_body
 from runcycles import (
     Action,
     Amount,
@@ -27,8 +28,7 @@ from runcycles.models import (
     ReservationListResponse,
 )
 
-from localcycles_fixtures import *  # noqa: F403
-from localcycles_fixtures import LC_TENANT, LC_UNIT, LocalLedger, reservation_body
+from localcycles import LocalLedger
 
 
 def figures(ledger: LocalLedger, scope: str) -> tuple[int, int, int, int]:

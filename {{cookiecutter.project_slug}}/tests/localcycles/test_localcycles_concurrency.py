@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from localcycles_testkit import LC_UNIT, reservation_body
 from runcycles import CyclesClient
 
-from localcycles_fixtures import *  # noqa: F403
-from localcycles_fixtures import LC_UNIT, LocalLedger, reservation_body, spawn_server_process
+from localcycles import LocalLedger, spawn_server_process
 
 THREADS = 16
 ATTEMPTS = 5  # per thread

@@ -1,62 +1,36 @@
 """Fixtures for tests that talk to the embedded local Cycles server over real HTTP.
 
-Import them into a test module (or conftest.py) with
-``from localcycles_fixtures import *``. Test modules import the package's localcycles names
-from here too, so their import block does not depend on the generated package's name.
+Constants and request-body helpers live in ``localcycles_testkit``; test modules import them
+from there and get these fixtures from pytest.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from localcycles_testkit import LC_ADMIN_KEY, LC_TENANT, FakeClock
 from runcycles import CyclesClient, CyclesConfig
 
-from {{ cookiecutter.package_name }}.localcycles import (
-    LocalCyclesServer,
-    LocalLedger,
-    spawn_server_process,
-)
+from localcycles import LocalCyclesServer, LocalLedger
 
-__all__ = [
-    "LC_ADMIN_KEY",
-    "LC_TENANT",
-    "LC_UNIT",
-    "FakeClock",
-    "LocalCyclesServer",
-    "LocalLedger",
-    "lc_api_key",
-    "lc_client",
-    "lc_client_factory",
-    "lc_clock",
-    "lc_http",
-    "lc_ledger",
-    "lc_server",
-    "reservation_body",
-    "spawn_server_process",
-]
-
-LC_TENANT = "acme"
-LC_ADMIN_KEY = "test-admin-key"
-LC_UNIT = "USD_MICROCENTS"
+_PARENT_CONFTEST = str(Path(__file__).resolve().parent.parent / "conftest.py")
 
 
-class FakeClock:
-    """Injectable server clock (epoch ms) so expiry tests advance time instead of sleeping."""
+def pytest_plugin_registered(plugin: object, plugin_name: str) -> None:
+    """Give the module name ``conftest`` back to the app's tests/conftest.py.
 
-    def __init__(self) -> None:
-        self.now_ms = time.time_ns() // 1_000_000
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, ms: int) -> None:
-        self.now_ms += ms
+    pytest imports every conftest.py outside a package as the module ``conftest``, so loading
+    this one replaced the app's in ``sys.modules``; the app's test modules import helpers with
+    ``from conftest import ...``. pytest calls this hook for every plugin registered before
+    this conftest, the app's conftest included.
+    """
+    if plugin_name == _PARENT_CONFTEST and isinstance(plugin, type(sys)):
+        sys.modules["conftest"] = plugin
 
 
 @pytest.fixture
@@ -124,22 +98,3 @@ def lc_http(lc_server: LocalCyclesServer) -> Iterator[httpx.Client]:
     """Raw HTTP access (no auth header) for malformed-input and admin tests."""
     with httpx.Client(base_url=lc_server.base_url, timeout=10.0) as client:
         yield client
-
-
-def reservation_body(
-    amount: int,
-    *,
-    subject: dict[str, str] | None = None,
-    key: str | None = None,
-    unit: str = LC_UNIT,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A POST /v1/reservations body (also fits /v1/decide without lease fields)."""
-    body: dict[str, Any] = {
-        "idempotency_key": key or uuid.uuid4().hex,
-        "subject": subject or {"tenant": LC_TENANT},
-        "action": {"kind": "llm.completion", "name": "test-model"},
-        "estimate": {"unit": unit, "amount": amount},
-    }
-    body.update(extra)
-    return body

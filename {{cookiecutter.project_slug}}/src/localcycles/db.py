@@ -9,13 +9,17 @@ immediately. Across processes ``busy_timeout`` does the waiting.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__.rsplit(".", 1)[0])
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,12 +82,16 @@ CREATE TABLE IF NOT EXISTS reservations (
     final_key TEXT,
     final_hash TEXT,
     final_response TEXT,
-    committed_metadata TEXT
+    committed_metadata TEXT,
+    committed_metrics TEXT
 );
 CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations (tenant_id, created_at_ms);
 -- Lazy expiry looks only at live holds whose grace has run out.
 CREATE INDEX IF NOT EXISTS reservations_live
     ON reservations (expires_at_ms + grace_ms) WHERE status = 'ACTIVE';
+-- Retention deletes finished reservations by age.
+CREATE INDEX IF NOT EXISTS reservations_finished
+    ON reservations (coalesce(finalized_at_ms, expires_at_ms + grace_ms)) WHERE status != 'ACTIVE';
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant_id TEXT NOT NULL,
     endpoint TEXT NOT NULL,
@@ -94,6 +102,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, endpoint, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at_ms);
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL,
@@ -123,6 +132,9 @@ def _connect(path: str, autocheckpoint: bool) -> sqlite3.Connection:
     # loss can lose the last transactions. Right for a dev/test ledger, and much faster.
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA temp_store = MEMORY")
+    # After a checkpoint the WAL is reused from its start but keeps its size on disk;
+    # this truncates it back whenever it has grown past 4 MiB.
+    conn.execute("PRAGMA journal_size_limit = 4194304")
     if not autocheckpoint:
         # A checkpoint fsyncs the database; the server runs them from a background thread
         # instead of in whichever request happens to cross the WAL size threshold.
@@ -143,6 +155,8 @@ class Database:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.autocheckpoint = True
+        #: Run by the checkpoint thread between checkpoints (the ledger's pruning).
+        self.maintenance: Callable[[], object] | None = None
         self._modes: dict[int, bool] = {}
         self.path = os.path.abspath(os.fspath(path))
         directory = os.path.dirname(self.path)
@@ -159,10 +173,15 @@ class Database:
             # Small pages: each commit rewrites every page it touches into the WAL.
             conn.execute("PRAGMA page_size = 1024")
             conn.execute("PRAGMA journal_mode = WAL")
+            # Files from schema 1 lack this column; add it before the schema's indexes.
+            columns = {r["name"] for r in conn.execute("PRAGMA table_info(reservations)")}
+            if columns and "committed_metrics" not in columns:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process did
+                    conn.execute("ALTER TABLE reservations ADD COLUMN committed_metrics TEXT")
             # CREATE ... IF NOT EXISTS is idempotent, so processes may race here safely.
             conn.executescript(SCHEMA)
             conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
 
@@ -222,6 +241,11 @@ class Database:
             try:
                 while not stop.wait(interval_s):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if self.maintenance is not None and not self._closed:
+                        try:
+                            self.maintenance()
+                        except sqlite3.Error:
+                            log.exception("localcycles: maintenance failed; retrying later")
             finally:
                 conn.close()
 
@@ -233,6 +257,7 @@ class Database:
         self.autocheckpoint = True
 
     def close(self) -> None:
+        self._closed = True
         with self._all_guard:
             conns, self._all = self._all, []
         for conn in conns:

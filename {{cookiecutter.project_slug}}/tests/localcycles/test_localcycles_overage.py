@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from localcycles_testkit import LC_UNIT, reservation_body
 from runcycles import CyclesClient
 from runcycles.models import BalanceResponse, CommitResponse
 
-from localcycles_fixtures import *  # noqa: F403
-from localcycles_fixtures import LC_UNIT, LocalLedger, reservation_body
+from localcycles import LocalLedger
 
 WS = {"tenant": "acme", "workspace": "prod"}
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+from localcycles_testkit import reservation_body
 
-from localcycles_fixtures import *  # noqa: F403
-from localcycles_fixtures import LocalCyclesServer, LocalLedger, reservation_body
+from localcycles import LocalCyclesServer, LocalLedger
 
 ERROR_FIELDS = {"error", "message", "request_id", "trace_id"}
 

@@ -12,9 +12,17 @@ Cycles v0 wire protocol and the provisioning subset of the reference admin API::
     server.stop()
 """
 
-from .errors import CyclesError
+from .errors import LedgerError
 from .ledger import LocalLedger
+from .permissions import RUNTIME_PERMISSIONS
 from .process import main, spawn_server_process
 from .server import LocalCyclesServer
 
-__all__ = ["CyclesError", "LocalCyclesServer", "LocalLedger", "main", "spawn_server_process"]
+__all__ = [
+    "RUNTIME_PERMISSIONS",
+    "LedgerError",
+    "LocalCyclesServer",
+    "LocalLedger",
+    "main",
+    "spawn_server_process",
+]

@@ -1,7 +1,7 @@
 """Run the server as its own OS process: the CLI entry point and a spawner for tests/benchmarks.
 
-The spawner loads this package from its directory under a private module name, so the child
-imports neither the enclosing application package nor anything next to it on ``sys.path``.
+The spawner runs ``python -m localcycles`` with this package's parent directory first on
+``PYTHONPATH``, so the child imports this copy of the package whatever its working directory.
 """
 
 from __future__ import annotations
@@ -15,19 +15,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .retention import DEFAULT_REPLAY_WINDOW_DAYS
 from .server import LocalCyclesServer
-
-_BOOTSTRAP = (
-    "import importlib.util, sys; d = sys.argv.pop(1); "
-    "spec = importlib.util.spec_from_file_location('_localcycles', d + '/__init__.py', "
-    "submodule_search_locations=[d]); m = importlib.util.module_from_spec(spec); "
-    "sys.modules['_localcycles'] = m; spec.loader.exec_module(m); "
-    "sys.exit(m.main(sys.argv[1:]))"
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m <package>.localcycles --db PATH [--port N] [--admin-key K]``.
+    """``python -m localcycles --db PATH [--port N] [--admin-key K] [--replay-window-days D]``.
 
     Prints the base URL on one line (flushed) once it accepts connections, then serves
     until SIGTERM or SIGINT.
@@ -43,10 +36,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("LOCALCYCLES_ADMIN_KEY"),
         help="enables /v1/admin (default: $LOCALCYCLES_ADMIN_KEY)",
     )
+    parser.add_argument(
+        "--replay-window-days",
+        type=float,
+        default=DEFAULT_REPLAY_WINDOW_DAYS,
+        help="how long idempotent retries replay; older records are pruned (default: 7)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    server = LocalCyclesServer(args.db, args.host, args.port, args.admin_key).start()
+    server = LocalCyclesServer(args.db, args.host, args.port, args.admin_key)
+    try:
+        server.ledger.replay_window_days = args.replay_window_days
+    except ValueError as exc:
+        server.ledger.close()
+        parser.error(f"--replay-window-days: {exc}")
+    server.start()
     done = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
@@ -68,11 +73,16 @@ def spawn_server_process(
 
     The caller owns the process: ``proc.terminate(); proc.wait()``.
     """
-    package_dir = os.path.dirname(os.path.abspath(__file__))
-    cmd = [sys.executable, "-c", _BOOTSTRAP, package_dir, "--db", db_path, "--port", str(port)]
+    source_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    inherited = os.environ.get("PYTHONPATH")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([source_dir, inherited] if inherited else [source_dir]),
+    }
+    cmd = [sys.executable, "-m", "localcycles", "--db", db_path, "--port", str(port)]
     if admin_key:
         cmd += ["--admin-key", admin_key]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     result: list[str] = []
     reader = threading.Thread(

@@ -1,11 +1,13 @@
 """Request-body validation against the protocol schemas (additionalProperties: false).
 
-Every check raises ``CyclesError`` 400 INVALID_REQUEST, so no malformed input reaches the
+Every check raises ``LedgerError`` 400 INVALID_REQUEST, so no malformed input reaches the
 ledger and none can turn into a 500. Limits are the spec's (and runcycles' models').
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,63 @@ MAX_TTL_MS = 86_400_000
 MAX_GRACE_MS = 60_000
 
 Body = dict[str, Any]
+
+#: Deeper JSON than any request needs; also keeps hashing and storing far from Python's
+#: recursion limit.
+MAX_DEPTH = 32
+# A JSON escape of a UTF-16 surrogate; raw UTF-8 cannot carry one, so only escapes can.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]", re.ASCII)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(raw: bytes) -> Any:
+    """Parse a JSON document, or 400 for anything a later step could not store or encode.
+
+    Refused: invalid UTF-8 or JSON, NaN/Infinity, nesting deeper than ``MAX_DEPTH`` and lone
+    surrogates (``"\\ud800"``: such a string cannot be encoded as UTF-8, so SQLite and the
+    response encoder would fail on it).
+    """
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise invalid("request body is not valid JSON") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or _SURROGATE_ESCAPE.search(raw):
+        _check_tree(value)
+    return value
+
+
+def _check_tree(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise invalid(f"JSON nesting deeper than {MAX_DEPTH} levels")
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in children:
+                if isinstance(key, str):
+                    _check_text(key)
+                stack.append((child, depth + 1))
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid("strings must not contain lone UTF-16 surrogates") from None
+
+
+def parse_json(body: bytes) -> Body:
+    """The body as a JSON object, or 400 (never a 500) for anything else."""
+    value = loads(body)
+    if not isinstance(value, dict):
+        raise invalid("request body must be a JSON object")
+    return value
 
 
 @dataclass(frozen=True)
@@ -42,6 +101,14 @@ class ReserveRequest:
     grace_period_ms: int
     overage_policy: str
     dry_run: bool
+    metadata: Body | None
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    idempotency_key: str
+    actual: Amount
+    metrics: Body | None
     metadata: Body | None
 
 
@@ -123,7 +190,8 @@ def amount(value: object, where: str) -> Amount:
     if not isinstance(unit, str) or unit not in UNITS:
         raise invalid(f"{where}.unit must be one of {', '.join(UNITS)}")
     number = integer(obj, "amount", 0, MAX_INT64, where=where)
-    assert number is not None
+    if number is None:
+        raise invalid(f"{where}.amount must be an integer in [0, {MAX_INT64}]")
     return Amount(unit, number)
 
 
@@ -245,7 +313,7 @@ def decision(body: Body) -> ReserveRequest:
     )
 
 
-def commit(body: Body) -> tuple[str, Amount, Body | None, Body | None]:
+def commit(body: Body) -> CommitRequest:
     where = "commit"
     check_keys(
         body,
@@ -253,11 +321,11 @@ def commit(body: Body) -> tuple[str, Amount, Body | None, Body | None]:
         ("idempotency_key", "actual"),
         where,
     )
-    return (
-        idempotency_key(body, where),
-        amount(body["actual"], "actual"),
-        metrics(body, where),
-        optional_object(body, "metadata", where=where),
+    return CommitRequest(
+        idempotency_key=idempotency_key(body, where),
+        actual=amount(body["actual"], "actual"),
+        metrics=metrics(body, where),
+        metadata=optional_object(body, "metadata", where=where),
     )
 
 

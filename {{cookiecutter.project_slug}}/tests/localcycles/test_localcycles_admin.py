@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+from localcycles_testkit import LC_ADMIN_KEY, reservation_body
 from runcycles import CyclesClient
-
-from localcycles_fixtures import *  # noqa: F403
-from localcycles_fixtures import LC_ADMIN_KEY, reservation_body
 
 ADMIN = {"X-Admin-API-Key": LC_ADMIN_KEY}
 
@@ -35,7 +33,7 @@ def test_bootstrap_tenant_key_budget_and_fund(
     )
     assert key.status_code == 201
     secret = key.json()["key_secret"]
-    assert secret.startswith("cyc_live_") and key.json()["key_prefix"] == secret[:14]
+    assert secret.startswith("cyc_live_") and key.json()["key_prefix"] == secret[:6]
 
     budget = {
         "tenant_id": "acme",

@@ -9,8 +9,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import invalid
+from .errors import LedgerError, invalid
 from .scopes import LEVELS
+from .validation import loads
 from .wire import parse_iso_ms
 
 SORT_COLUMNS = {
@@ -23,6 +24,10 @@ SORT_COLUMNS = {
     "expires_at_ms": "expires_at_ms",
 }
 STATUSES = ("ACTIVE", "COMMITTED", "RELEASED", "EXPIRED")
+#: Cursors this server issues are far shorter; anything longer is not one of them.
+MAX_CURSOR = 1024
+#: Offsets beyond any list this ledger holds (and within SQLite's 64-bit OFFSET).
+MAX_OFFSET = 10**9
 #: Window filters: query names -> column they bind to.
 WINDOWS = (
     ("from", "to", "created_at_ms"),
@@ -45,7 +50,8 @@ def limit(params: dict[str, str]) -> int:
     raw = params.get("limit", "")
     if raw == "":
         return 50
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+    # isdigit() alone accepts digits int() refuses ("²") and numbers too long to convert.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= 200:
         raise invalid("limit must be an integer in [1, 200]")
     return int(raw)
 
@@ -67,14 +73,30 @@ def encode_cursor(payload: dict[str, Any]) -> str:
 
 
 def decode_cursor(cursor: str) -> dict[str, Any]:
+    """A cursor this server issued, decoded; 400 for anything else (forged or damaged)."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError):
+        if len(cursor) > MAX_CURSOR or not cursor.isascii():
+            raise ValueError(cursor)
+        value = loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, LedgerError):
         raise invalid("cursor is not valid") from None
     if not isinstance(value, dict):
         raise invalid("cursor is not valid")
     return value
+
+
+def balance_cursor(cursor: str | None) -> tuple[str, str] | None:
+    """The keyset position a GET /v1/balances cursor carries."""
+    if not cursor:
+        return None
+    position = decode_cursor(cursor).get("after")
+    if not (
+        isinstance(position, list)
+        and len(position) == 2
+        and all(isinstance(p, str) and len(p) <= 1024 for p in position)
+    ):
+        raise invalid("cursor is not valid")
+    return position[0], position[1]
 
 
 def reservations(params: dict[str, str]) -> ListQuery:
@@ -109,9 +131,15 @@ def reservations(params: dict[str, str]) -> ListQuery:
     cursor = params.get("cursor")
     if cursor:
         state = decode_cursor(cursor)
-        if state.get("f") != fingerprint or not isinstance(state.get("o"), int):
+        position = state.get("o")
+        if (
+            state.get("f") != fingerprint
+            or isinstance(position, bool)
+            or not isinstance(position, int)
+            or not 0 <= position <= MAX_OFFSET
+        ):
             raise invalid("cursor does not match this query")
-        offset = max(0, state["o"])
+        offset = position
     return ListQuery(where, order_by, descending, offset, limit(params), fingerprint)
 
 
@@ -121,5 +149,5 @@ def _instant(params: dict[str, str], name: str) -> int | None:
         return None
     try:
         return parse_iso_ms(raw)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise invalid(f"{name} must be an ISO 8601 date-time") from None

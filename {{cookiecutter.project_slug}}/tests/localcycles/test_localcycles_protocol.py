@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from localcycles_testkit import LC_UNIT, FakeClock, reservation_body
 from runcycles import CyclesClient
 from runcycles.models import ReservationCreateResponse
 
-from localcycles_fixtures import *  # noqa: F403
-from localcycles_fixtures import LC_UNIT, FakeClock, LocalLedger, reservation_body
+from localcycles import LocalLedger
 
 
 @pytest.fixture

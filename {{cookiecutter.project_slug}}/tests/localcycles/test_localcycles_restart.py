@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from localcycles_testkit import LC_UNIT, reservation_body
 from runcycles import CyclesClient
 
-from localcycles_fixtures import *  # noqa: F403
-from localcycles_fixtures import LC_UNIT, LocalCyclesServer, reservation_body
+from localcycles import LocalCyclesServer
 
 
 def test_restart_keeps_balances_keys_and_live_reservations(

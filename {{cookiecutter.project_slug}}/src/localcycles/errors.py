@@ -8,8 +8,10 @@ from typing import Any
 MAX_INT64 = 9_223_372_036_854_775_807
 
 
-class CyclesError(Exception):
+class LedgerError(Exception):
     """A protocol error with its HTTP status and stable ``error`` code.
+
+    Not runcycles' ``CyclesError`` (what the client raises): this is what the server answers.
 
     Raised anywhere below the HTTP layer; the server renders it as
     ``{error, message, request_id, trace_id[, details]}``.
@@ -31,19 +33,27 @@ class CyclesError(Exception):
         self.headers = headers or {}
 
 
-def invalid(message: str, details: dict[str, Any] | None = None) -> CyclesError:
+def invalid(message: str, details: dict[str, Any] | None = None) -> LedgerError:
     """400 INVALID_REQUEST: the request itself is malformed."""
-    return CyclesError(400, "INVALID_REQUEST", message, details)
+    return LedgerError(400, "INVALID_REQUEST", message, details)
 
 
-def not_found(message: str) -> CyclesError:
-    return CyclesError(404, "NOT_FOUND", message)
+def not_found(message: str) -> LedgerError:
+    return LedgerError(404, "NOT_FOUND", message)
 
 
-def forbidden(message: str) -> CyclesError:
-    return CyclesError(403, "FORBIDDEN", message)
+def forbidden(message: str) -> LedgerError:
+    return LedgerError(403, "FORBIDDEN", message)
 
 
-def conflict(code: str, message: str, details: dict[str, Any] | None = None) -> CyclesError:
+def unauthorized(message: str) -> LedgerError:
+    return LedgerError(401, "UNAUTHORIZED", message)
+
+
+def expired() -> LedgerError:
+    return LedgerError(410, "RESERVATION_EXPIRED", "Reservation has expired")
+
+
+def conflict(code: str, message: str, details: dict[str, Any] | None = None) -> LedgerError:
     """409: the request is valid but the ledger state refuses it."""
-    return CyclesError(409, code, message, details)
+    return LedgerError(409, code, message, details)

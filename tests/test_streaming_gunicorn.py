@@ -1,0 +1,144 @@
+"""Streaming under gunicorn's gthread workers: events relayed, a hang-up charged, no hold left.
+
+The generated suite streams through Werkzeug's server; production runs gunicorn, whose
+gthread worker writes and closes the response differently, so this runs the real thing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Baker, fresh_copy
+from localhttp import free_port
+from localhttp import http as json_request
+
+pytestmark = pytest.mark.slow
+
+PACKAGE = "llm_service"
+AUTH = {"Authorization": "Bearer dev-key-acme"}
+PROMPT = "Stream a few words about careful spending on language model calls, please."
+PATIENCE_S = 60.0
+
+# gunicorn serves this module: the development app, with the fake model slowed to one
+# delta per 50 ms so that a client can hang up in the middle of an answer.
+SLOW_APP = f"""
+from {PACKAGE} import create_app
+from {PACKAGE}.llm import FakeProvider
+
+app = create_app()
+app.extensions["llm"] = FakeProvider(
+    app.extensions["settings"].llm_model, delta_delay_s=0.05
+)
+"""
+
+
+@pytest.fixture
+def gunicorn_app(bake: Baker, tmp_path: Path) -> Iterator[str]:
+    project = fresh_copy(bake(), tmp_path)
+    (project / "slow_stream_app.py").write_text(SLOW_APP)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CYCLES_", "FLASK_"))}
+    env.update(
+        PYTHONPATH=f"{project / 'src'}{os.pathsep}{project}",
+        APP_ENV="development",
+        LLM_PROVIDER="fake",
+        CYCLES_LOCAL_DB=str(tmp_path / "ledger.sqlite3"),
+        CYCLES_JOURNAL_DIR=str(tmp_path / "journal"),
+    )
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+             "--threads", "4", "--worker-class", "gthread", "slow_stream_app:app"],
+            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + PATIENCE_S
+            while True:
+                try:
+                    if json_request("GET", base + "/healthz")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                assert server.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+            yield base
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=10)
+
+
+def open_stream(base: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    port = int(base.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE_S)
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 64, "stream": True})
+    connection.request(
+        "POST", "/chat", body=body, headers={"Content-Type": "application/json", **AUTH}
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type", "").startswith("text/event-stream")
+    return connection, response
+
+
+def data_events(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+    for line in response:
+        if line.startswith(b"data: "):
+            yield json.loads(line[len(b"data: ") :])
+
+
+def balance(base: str) -> dict[str, int]:
+    status, body = json_request("GET", base + "/budget", headers=AUTH)
+    assert status == 200, body
+    (row,) = body["balances"]
+    return row  # type: ignore[no-any-return]
+
+
+def settled_balance(base: str) -> dict[str, int]:
+    """The balance once nothing is held (a stream settles after its last byte is sent)."""
+    deadline = time.monotonic() + PATIENCE_S
+    while (row := balance(base))["reserved"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return row
+
+
+def test_gthread_streams_every_event_and_charges_a_hang_up_for_what_it_got(
+    gunicorn_app: str,
+) -> None:
+    before = balance(gunicorn_app)["spent"]
+    connection, response = open_stream(gunicorn_app)
+    events = list(data_events(response))
+    connection.close()
+    kinds = [event["type"] for event in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"delta"} and len(kinds) > 5
+    full_cost = events[-1]["cost_usd_microcents"]
+    after_full = settled_balance(gunicorn_app)
+    assert after_full["spent"] - before == full_cost
+    assert after_full["reserved"] == 0
+
+    # Hang up after the first delta: charged for what was generated, never left holding.
+    connection, response = open_stream(gunicorn_app)
+    first = next(data_events(response))
+    assert first["type"] == "delta"
+    response.close()
+    connection.close()
+    after_hang_up = settled_balance(gunicorn_app)
+    assert after_hang_up["reserved"] == 0
+    charged = after_hang_up["spent"] - after_full["spent"]
+    assert 0 < charged < full_cost

@@ -1,7 +1,0 @@
-"""``python -m <package>.localcycles --db PATH --port N --admin-key K``."""
-
-import sys
-
-from .process import main
-
-sys.exit(main())

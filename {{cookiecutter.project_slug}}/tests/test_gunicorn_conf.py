@@ -1,0 +1,106 @@
+"""gunicorn.conf.py: where the server listens, and its start-up checks."""
+
+from __future__ import annotations
+
+import os
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+{%- if cookiecutter.tenant_auth == "trusted_header" %}
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+from gunicorn.sock import close_sockets, create_sockets
+{%- endif %}
+
+CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
+# What the conf file and the app read: none may leak in from the developer's shell.
+READ_PREFIXES = ("APP_", "CYCLES_", "LLM_", "TENANT", "GUNICORN_", "PORT", "MAX_", "DEFAULT_")
+
+
+def load_conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
+    for name in list(os.environ):
+        if name.startswith(READ_PREFIXES) or name.endswith("_API_KEY"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(CONF))
+
+
+@pytest.mark.parametrize(
+    ("env", "bind"),
+    [
+        ({}, ["127.0.0.1:8000"]),
+        ({"PORT": "9001"}, ["127.0.0.1:9001"]),
+        ({"GUNICORN_BIND": "0.0.0.0", "PORT": "9001"}, ["0.0.0.0:9001"]),
+        ({"GUNICORN_BIND": "[::]"}, ["[::]:8000"]),
+        ({"GUNICORN_BIND": "10.0.0.5:7000, unix:/run/a"}, ["10.0.0.5:7000", "unix:/run/a"]),
+    ],
+)
+def test_gunicorn_listens_on_loopback_unless_told(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], bind: list[str]
+) -> None:
+    assert load_conf(monkeypatch, **env)["bind"] == bind
+
+
+def test_gunicorn_refuses_to_start_listing_every_problem(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = load_conf(monkeypatch)
+    monkeypatch.setenv("APP_ENV", "testing")
+    monkeypatch.setenv("CYCLES_MODE", "audit")
+    monkeypatch.setenv("CYCLES_APP", "x/workflow:y")
+    with pytest.raises(SystemExit) as exit_info:
+        conf["on_starting"](SimpleNamespace(pidfile=None))  # gunicorn's master, before binding
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "Error: 2 configuration problems:"
+    assert [line.split("=")[0].strip() for line in lines[1:]] == ["CYCLES_APP", "CYCLES_MODE"]
+
+
+def test_gunicorn_starts_when_the_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load_conf(monkeypatch)
+    monkeypatch.setenv("APP_ENV", "testing")
+    assert conf["on_starting"](SimpleNamespace(pidfile=None)) is None
+{%- if cookiecutter.tenant_auth == "trusted_header" %}
+
+
+@pytest.mark.parametrize(
+    ("bind", "exposed"),
+    [
+        (["127.0.0.1:0"], []),
+        (["0.0.0.0:0"], ["0.0.0.0"]),
+        (["127.0.0.1:0", "0.0.0.0:0"], ["0.0.0.0"]),
+    ],
+)
+def test_trusted_header_warns_when_listening_beyond_loopback(
+    monkeypatch: pytest.MonkeyPatch, bind: list[str], exposed: list[str]
+) -> None:
+    """Whoever reaches the port can name any tenant in X-Tenant-ID: say so at start-up."""
+    conf = load_conf(monkeypatch)
+    config = Config()
+    config.set("bind", bind)
+    listeners = create_sockets(config, Logger(config))  # real sockets, as gunicorn opens them
+    warnings: list[str] = []
+    log = SimpleNamespace(warning=lambda message, *args: warnings.append(message % args))
+    try:
+        conf["when_ready"](SimpleNamespace(LISTENERS=listeners, log=log))
+    finally:
+        close_sockets(listeners)
+    if not exposed:
+        assert warnings == []
+        return
+    (warning,) = warnings
+    assert "trusted_header" in warning and "X-Tenant-ID" in warning
+    for host in exposed:
+        assert f"http://{host}:" in warning
+    assert "127.0.0.1" not in warning.split(" with ")[0]
+{%- else %}
+
+
+def test_api_key_auth_needs_no_binding_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callers prove who they are with a key; only trusted_header bakes carry the warning."""
+    assert "when_ready" not in load_conf(monkeypatch)
+{%- endif %}

@@ -1,0 +1,41 @@
+"""Fails loudly when runcycles no longer has what runcycles_compat.py reaches past its API for.
+
+If this fails after a runcycles upgrade: read the new runcycles.retry, adapt
+runcycles_compat.py, and add the version to TESTED_RUNCYCLES_VERSIONS.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+from runcycles.retry import CommitRetryEngine
+
+from {{ cookiecutter.package_name }}.runcycles_compat import TESTED_RUNCYCLES_VERSIONS
+
+
+def test_the_installed_runcycles_is_a_tested_version() -> None:
+    assert version("runcycles") in TESTED_RUNCYCLES_VERSIONS, (
+        f"runcycles {version('runcycles')} is not among the versions runcycles_compat.py "
+        f"was tested with ({', '.join(TESTED_RUNCYCLES_VERSIONS)})"
+    )
+
+
+def test_the_retry_engine_still_has_the_methods_the_guard_uses() -> None:
+    expected = {
+        "set_client": ["self", "client"],
+        "schedule": [
+            "self",
+            "reservation_id",
+            "commit_body",
+            "event_fallback_body",
+            "retry_after_ms",
+        ],
+        "schedule_event": ["self", "reservation_id", "event_body"],
+        "flush": ["self", "timeout"],
+    }
+    for name, parameters in expected.items():
+        method = getattr(CommitRetryEngine, name)
+        assert list(inspect.signature(method).parameters) == parameters, name
+    init = inspect.signature(CommitRetryEngine.__init__)
+    assert list(init.parameters) == ["self", "config"]
