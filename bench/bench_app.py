@@ -3,45 +3,55 @@
 Bakes the default project into a temporary directory and serves it with gunicorn (2 gthread
 workers x 8 threads, APP_ENV=development, the embedded Cycles ledger of each worker on one
 SQLite file, the fake LLM provider, a large budget via CYCLES_LOCAL_BUDGET_USD). Then, side
-by side in one run (ratios matter more than absolute figures: the machine is shared):
+by side in one run (read the ratios more than the absolute figures: the machine is shared):
 
-1. Cycles requests per guarded request, counted at the embedded server by method and path:
-   served JSON and streamed ``POST /chat`` (expect 2.00: reserve, commit), a denial Cycles
-   answers (expect at most 1), a denial the deny cache answers (expect 0);
-2. latency, one keep-alive client, of ``POST /chat`` guarded and of its unguarded twin
-   (p50/p90/p99; the guard's p50 overhead should be at most 5 ms);
+1. Cycles requests per request, counted at the embedded server by method and path: served
+   JSON and streamed ``POST /chat`` (expect 2.00: reserve, commit), a denial Cycles answers
+   (expect at most 1), a denial the deny cache answers (expect 0), the unguarded twin (0);
+2. latency, one keep-alive client, of ``POST /chat`` guarded and of its unguarded twin,
+   interleaved in blocks of 50 (p50/p90/p99; the guard's p50 overhead target: <= 5 ms);
 3. streaming (``"stream": true``), one client: time to the first server-sent event and to
-   ``event: done``, guarded and unguarded twin;
-4. throughput with 8 client threads, JSON and streamed, guarded/unguarded (target >= 0.2x);
+   the end of ``event: done``, guarded and unguarded twin;
+4. throughput with 8 client threads, JSON and streamed, guarded/unguarded (target >= 0.2x),
+   in interleaved rounds, with the CPU each request cost: the workers' app threads, their
+   embedded ledgers' threads, and the load client (from /proc; 10 ms clock ticks), and the
+   CPU-bound ratio (unguarded/guarded CPU per request): what req/s would show on a
+   saturated machine of our own, and much steadier than req/s when others share it;
 5. a tenant out of budget hammered by 8 client threads: 402s/s and Cycles calls/s (the deny
    cache should hold it to about one reservation attempt per second per worker);
 6. RSS (VmRSS) of each worker before and after 10,000 more requests (JSON, streamed, 402);
 7. after gunicorn has stopped, where the guard's time goes, in this process with the same
-   app on the same ledger (no HTTP in front of Flask): the guard's own reserve + commit
-   (``reservations.reserve``/``settle``), the same two calls as bare client calls,
-   runcycles' ``stream_reservation`` for reference, the helper thread that bounds each
-   provider call, and an empty HTTP round trip to the ledger.
+   app (Flask test client), the ledger now in its own process (``python -m localcycles`` on
+   the same file) so that this process's CPU is the app's alone: wall p50 and CPU per call
+   of the guarded and unguarded routes, the guard's own reserve + settle, the same two calls
+   as bare runcycles calls and over http.client, runcycles' ``stream_reservation`` (the
+   previous guard's path), the helper thread that bounds each provider call, and empty
+   round trips to the ledger. The app's log lines of this phase go to a file, not stderr.
 
-The unguarded twins, without a production kill switch: gunicorn serves a bench-only WSGI
-module written into the temp dir. It builds the app with ``create_app()`` and adds
-``POST /bench/chat-unguarded``: the caller authenticated as for ``/chat``, the body parsed
-and validated by the same ``api.parse_chat``, the same provider called (``complete``, or
-``stream`` framed by the same ``sse`` module, ending with the same ``done`` summary), the
-same JSON answer, but no reservation, no commit, no heartbeat. The difference between the
-two routes is what the Cycles guard costs.
+Then a summary of the figures against their targets.
 
-Cycles requests are counted at the server: the same bench module wraps the embedded
-server's request dispatcher (``localcycles.routes.Api.dispatch``) so that each request the
-server answers appends one line ``METHOD /path`` (reservation ids replaced by ``{id}``) to
-a file shared by both workers (one O_APPEND write each). Client retries and background
-settlements are therefore counted too.
+The unguarded twin, without a production kill switch: gunicorn serves a bench-only WSGI
+module written into the temp dir (``bench_wsgi:create_bench_app()``). It builds the app with
+``create_app()`` and adds ``POST /bench/chat-unguarded``, which authenticates the caller as
+``/chat`` does, parses the body with the same ``api.parse_chat`` and then runs ``/chat``'s
+own view function (``inspect.unwrap(api.chat)``, the function under ``@guarded``) with an
+``UnguardedCall``: the same provider call (``complete``, or ``stream`` framed by the same
+``sse`` module and ending with the same ``done`` summary) and the same answer, but no
+reservation, no commit, no heartbeat, no helper thread. The difference between the two
+routes is what the Cycles guard costs.
 
-    .venv/bin/python bench/bench_app.py [--seconds 4] [--memory-requests 10000]
-        [--localcycles-rev HEAD]
+Cycles requests are counted at the server: the same module wraps the embedded server's
+request dispatcher (``localcycles.routes.Api.dispatch``), so that each request it answers
+appends one line ``METHOD /path`` (reservation ids replaced by ``{id}``) to a file shared by
+both workers (one O_APPEND write each). Client retries and background settlements count.
 
-``--localcycles-rev REV`` replaces the bake's embedded server (``src/localcycles``) with the
-one committed at REV of this repository, for when the working tree's is mid-change.
-Bounded: about 2-3 minutes on 2 CPUs; the gunicorn process group is killed in ``finally``.
+    .venv/bin/python bench/bench_app.py [--seconds 4] [--latency-requests 600]
+        [--memory-requests 10000] [--workers 2] [--rev REV] [--localcycles-rev REV]
+
+``--rev REV`` bakes the template as committed at REV (e.g. HEAD) instead of the working
+tree; ``--localcycles-rev REV`` replaces the bake's embedded server (``src/localcycles``)
+with the one committed at REV, for when the working tree's is mid-change.
+Bounded: about 2 minutes on 2 CPUs; the gunicorn process group is killed in ``finally``.
 """
 
 from __future__ import annotations
@@ -63,16 +73,18 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE.parent
 COOKIECUTTER = Path(sys.executable).with_name("cookiecutter")
-WORKERS = 2
+WORKERS = 2  # the default of --workers
 THREADS = 8
 CLIENT_THREADS = 8
+ROUNDS = 4  # throughput: each route and kind runs in ROUNDS interleaved slices
 GUARDED = "/chat"
 UNGUARDED = "/bench/chat-unguarded"
 PROMPT = "Say something about budgets."
@@ -103,8 +115,11 @@ See bench/bench_app.py in the template repository.
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -119,12 +134,19 @@ from PKG.llm import LLMProvider, StreamProgress
 _RESERVATION_ID = re.compile(r"^/v1/reservations/[^/]+")
 
 
-def count_cycles_requests(log_path: str) -> None:
-    """Every request the embedded server answers appends ``METHOD /path`` to log_path."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+def count_cycles_requests(directory: str) -> None:
+    """Every request the embedded server answers appends ``METHOD /path`` to a shared log;
+    the first one also names this worker's server threads (see record_ledger_threads)."""
+    fd = os.open(
+        os.path.join(directory, "cycles-requests.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    )
     dispatch = cycles_routes.Api.dispatch
+    recorded: list[bool] = []
 
     def counting_dispatch(self: Any, req: Any) -> Any:
+        if not recorded:
+            recorded.append(True)
+            record_ledger_threads(directory)
         path = _RESERVATION_ID.sub("/v1/reservations/{id}", req.path)
         os.write(fd, f"{req.method} {path}\\n".encode())
         return dispatch(self, req)
@@ -132,10 +154,26 @@ def count_cycles_requests(log_path: str) -> None:
     cycles_routes.Api.dispatch = counting_dispatch
 
 
+def record_ledger_threads(directory: str) -> None:
+    """Name this worker's embedded-server threads, so the bench can split its CPU time.
+
+    Written when the server answers its first request (the app may start it lazily).
+    """
+    names = {
+        thread.native_id: thread.name
+        for thread in threading.enumerate()
+        if thread.name.startswith("localcycles") and thread.native_id is not None
+    }
+    path = os.path.join(directory, f"threads-{os.getpid()}.json")
+    with open(f"{path}.tmp", "w") as out:
+        json.dump(names, out)
+    os.replace(f"{path}.tmp", path)  # the bench waits for this file: never half written
+
+
 def create_bench_app(overrides: Mapping[str, str] | None = None) -> Flask:
-    log_path = os.environ.get("BENCH_CYCLES_LOG")
-    if log_path:
-        count_cycles_requests(log_path)
+    bench_dir = os.environ.get("BENCH_DIR")
+    if bench_dir:
+        count_cycles_requests(bench_dir)
     app = create_app(overrides)
     twin = Blueprint("bench", __name__, url_prefix="/bench")
     twin.before_request(tenancy.authenticate)
@@ -144,18 +182,32 @@ def create_bench_app(overrides: Mapping[str, str] | None = None) -> Flask:
     return app
 
 
+class UnguardedCall:
+    """What ``@guarded`` hands its view, minus Cycles: the same provider call, no hold."""
+
+    def __init__(self, call: LlmCall, provider: LLMProvider) -> None:
+        self.call = call
+        self.provider = provider
+        self.max_tokens = call.max_tokens
+
+    def complete(self) -> GuardedCompletion:
+        call = self.call
+        completion = self.provider.complete(
+            prompt=call.prompt, max_tokens=call.max_tokens, system=call.system
+        )
+        cost = pricing.cost(completion.input_tokens, completion.output_tokens)
+        return GuardedCompletion(completion, call.max_tokens, cost, guarded=False)
+
+    def stream(self) -> Response:
+        return sse.response(stream_unguarded(self.provider, self.call))
+
+
 def chat_unguarded() -> Response:
-    """POST /chat without Cycles: same auth, parsing, provider and answer."""
+    """POST /chat's own view, undecorated: same auth, parsing, provider and answer."""
     call = api.parse_chat(json_body(), current_app.extensions["settings"])
-    provider: LLMProvider = current_app.extensions["llm"]
-    if call.stream:
-        return sse.response(stream_unguarded(provider, call))
-    completion = provider.complete(
-        prompt=call.prompt, max_tokens=call.max_tokens, system=call.system
-    )
-    cost = pricing.cost(completion.input_tokens, completion.output_tokens)
-    result = GuardedCompletion(completion, call.max_tokens, cost, guarded=False)
-    return api.completion_response("text", result)
+    view: Any = inspect.unwrap(api.chat)  # the function under @guarded (functools.wraps)
+    response: Response = view(UnguardedCall(call, current_app.extensions["llm"]))
+    return response
 
 
 def stream_unguarded(provider: LLMProvider, call: LlmCall) -> Iterator[bytes]:
@@ -165,7 +217,10 @@ def stream_unguarded(provider: LLMProvider, call: LlmCall) -> Iterator[bytes]:
     )
     for delta in deltas:
         yield sse.event("delta", {"text": delta})
-    usage = {"input_tokens": progress.input_tokens or 0, "output_tokens": progress.output_tokens or 0}
+    usage = {
+        "input_tokens": progress.input_tokens or 0,
+        "output_tokens": progress.output_tokens or 0,
+    }
     summary = {
         "model": progress.model or provider.model,
         "max_tokens": call.max_tokens,
@@ -248,6 +303,14 @@ class Run:
     def rate(self) -> float:
         return self.count / self.seconds
 
+    def __add__(self, other: Run) -> Run:
+        return Run(
+            self.count + other.count,
+            self.seconds + other.seconds,
+            self.latencies_ms + other.latencies_ms,
+            self.first_event_ms + other.first_event_ms,
+        )
+
 
 def load(
     port: int,
@@ -259,16 +322,11 @@ def load(
     seconds: float | None = None,
     requests: int | None = None,
     stream: bool = False,
-    bodies: list[bytes] | None = None,
 ) -> Run:
     """Send requests from ``threads`` keep-alive clients for ``seconds`` or ``requests``.
 
-    ``bodies`` (one client only) are sent in order instead of the standard body. Any other
-    status than ``expect`` fails the benchmark.
+    Any other status than ``expect`` fails the benchmark.
     """
-    if bodies is not None:
-        assert threads == 1
-        requests = len(bodies)
     latencies: list[list[float]] = [[] for _ in range(threads)]
     firsts: list[list[float]] = [[] for _ in range(threads)]
     errors: list[str] = []
@@ -287,8 +345,6 @@ def load(
                     if left[0] <= 0:
                         return
                     left[0] -= 1
-                if bodies is not None:
-                    body = bodies[len(latencies[index])]
                 t0 = time.perf_counter()
                 status, first = send(path, body)
                 latencies[index].append((time.perf_counter() - t0) * 1000)
@@ -338,6 +394,37 @@ class CyclesRequestLog:
         return Counter(complete.decode().splitlines())
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(stat_path: Path) -> float:
+    """utime + stime of a process or thread (a process's includes its exited threads)."""
+    fields = stat_path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+
+
+class CpuMeter:
+    """CPU seconds used so far by the workers' app threads, their embedded ledgers, and
+    this process (the load clients)."""
+
+    def __init__(self, pids: list[int], threads_dir: Path) -> None:
+        self.pids = pids
+        self.ledger_tids = {
+            pid: [int(tid) for tid in json.loads((threads_dir / f"threads-{pid}.json").read_text())]
+            for pid in pids
+        }
+
+    def read(self) -> dict[str, float]:
+        used = {"app": 0.0, "ledger": 0.0, "client": time.process_time()}
+        for pid in self.pids:
+            ledger = sum(
+                cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat")) for tid in self.ledger_tids[pid]
+            )
+            used["ledger"] += ledger
+            used["app"] += cpu_seconds(Path(f"/proc/{pid}/stat")) - ledger
+        return used
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -350,9 +437,19 @@ def worker_pids(master: int) -> list[int]:
     return sorted(int(pid) for pid in children)
 
 
-def bake(workdir: Path, localcycles_rev: str | None) -> tuple[Path, str]:
+def bake(workdir: Path, rev: str | None, localcycles_rev: str | None) -> tuple[Path, str]:
+    """Bake the default project: from the working tree, or as the template was at ``rev``."""
+    template = TEMPLATE
+    if rev is not None:
+        template = workdir / "template"
+        template.mkdir()
+        archive = git_archive(rev)
+        if archive is None:
+            raise RuntimeError(f"git archive {rev} failed")
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(template, filter="data")
     subprocess.run(
-        [str(COOKIECUTTER), "--no-input", "-o", str(workdir / "bake"), str(TEMPLATE)],
+        [str(COOKIECUTTER), "--no-input", "-o", str(workdir / "bake"), str(template)],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -371,16 +468,14 @@ def replace_localcycles(target: Path, rev: str) -> None:
     """Put the embedded server committed at ``rev`` (either of its two homes) at ``target``."""
     slug = "{{cookiecutter.project_slug}}/src"
     for home in (f"{slug}/localcycles", f"{slug}/{{{{cookiecutter.package_name}}}}/localcycles"):
-        archive = subprocess.run(
-            ["git", "-C", str(TEMPLATE), "archive", rev, home], capture_output=True, check=False
-        )
-        if archive.returncode == 0:
+        archive = git_archive(rev, home)
+        if archive is not None:
             break
     else:
         raise RuntimeError(f"no localcycles package at {rev}")
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         for member in tar.getmembers():
             if member.isfile():
                 name = member.name[len(home) + 1 :]
@@ -388,6 +483,14 @@ def replace_localcycles(target: Path, rev: str) -> None:
                 assert source is not None
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 (target / name).write_bytes(source.read())
+
+
+def git_archive(rev: str, *paths: str) -> bytes | None:
+    """``git archive`` of this repository at ``rev`` (a tar), or None if it has no such path."""
+    archive = subprocess.run(
+        ["git", "-C", str(TEMPLATE), "archive", rev, *paths], capture_output=True, check=False
+    )
+    return archive.stdout if archive.returncode == 0 else None
 
 
 def wait_until_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -404,6 +507,37 @@ def wait_until_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 60)
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("gunicorn did not answer /healthz in time")
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """Send this process's stderr (fd 2) to ``path``; on an error, replay its tail."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("wb") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            print(path.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def wait_for_workers(proc: subprocess.Popen[bytes], count: int) -> list[int]:
+    """The worker pids, once gunicorn has forked all ``count`` of them."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pids = worker_pids(proc.pid)
+        if len(pids) == count:
+            return pids
+        time.sleep(0.1)
+    raise RuntimeError(f"gunicorn did not boot {count} workers in time")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -431,6 +565,7 @@ class Figures:
     first_event: dict[str, list[float]] = field(default_factory=dict)
     stream_total: dict[str, list[float]] = field(default_factory=dict)
     throughput: dict[str, Run] = field(default_factory=dict)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # label: CPU s by part
     denied: Run | None = None
     deny_ops: Counter[str] = field(default_factory=Counter)
     cold_deny_ops: Counter[str] = field(default_factory=Counter)
@@ -445,16 +580,17 @@ class Figures:
         self.ops[label] = (seen + n, total + ops)
 
 
-def measure(port: int, log: CyclesRequestLog, args: argparse.Namespace, pids: list[int]) -> Figures:
+def measure(
+    port: int,
+    log: CyclesRequestLog,
+    cpu: CpuMeter,
+    args: argparse.Namespace,
+    pids: list[int],
+    boot_rss: dict[int, int],
+) -> Figures:
+    """Phases 1-6, on the warmed-up server."""
     fig = Figures()
-    fig.rss.append({pid: rss_kb(pid) for pid in pids})
-
-    # Warm-up: every thread of every worker has made its Cycles clients and connections.
-    for path in (GUARDED, UNGUARDED):
-        load(port, RICH, path, 200, threads=CLIENT_THREADS, requests=400)
-        load(port, RICH, path, 200, threads=CLIENT_THREADS, requests=100, stream=True)
-    log.take()
-    fig.rss.append({pid: rss_kb(pid) for pid in pids})
+    fig.rss += [boot_rss, {pid: rss_kb(pid) for pid in pids}]
 
     # Latency, one client: the routes interleaved in blocks of 50, each block's Cycles
     # requests counted.
@@ -469,24 +605,41 @@ def measure(port: int, log: CyclesRequestLog, args: argparse.Namespace, pids: li
             fig.stream_total.setdefault(name, []).extend(run.latencies_ms)
             fig.count_ops(f"{name} stream", run.count, log.take())
 
-    # Throughput, 8 client threads.
-    for kind, stream in (("JSON", False), ("stream", True)):
-        for name, path in routes:
-            run = load(
-                port, RICH, path, 200, threads=CLIENT_THREADS, seconds=args.seconds, stream=stream
-            )
-            fig.throughput[f"{name} {kind}"] = run
-            fig.count_ops(f"{name} {kind}", run.count, log.take())
+    # Throughput, 8 client threads: rounds of every route and kind in turn, so that other
+    # load on the machine hits them alike.
+    for _ in range(ROUNDS):
+        for kind, stream in (("JSON", False), ("stream", True)):
+            for name, path in routes:
+                before = cpu.read()
+                run = load(
+                    *(port, RICH, path, 200),
+                    threads=CLIENT_THREADS,
+                    seconds=args.seconds / ROUNDS,
+                    stream=stream,
+                )
+                label = f"{name} {kind}"
+                total = fig.cpu.setdefault(label, dict.fromkeys(before, 0.0))
+                for part, seconds in cpu.read().items():
+                    total[part] += seconds - before[part]
+                fig.throughput[label] = (
+                    fig.throughput[label] + run if label in fig.throughput else run
+                )
+                fig.count_ops(label, run.count, log.take())
 
-    # Denials. Uncached: one client, each request asking less than the one before, so no
-    # worker's deny cache can answer it (a cached denial covers only estimates >= its own).
-    descending = [chat_body(max_tokens) for max_tokens in range(1000, 900, -1)]
-    run = load(port, BROKE, GUARDED, 402, threads=1, bodies=descending)
-    fig.count_ops("denied, uncached", run.count, log.take())
-    # Cached: one client, the same body; the first request of each worker thread's
-    # connection may still ask Cycles once (then the cache answers for 1 s).
-    run = load(port, BROKE, GUARDED, 402, threads=1, requests=200)
-    fig.count_ops("denied, cached (1 client)", run.count, log.take())
+    # Denials, on one keep-alive connection (so one worker). Uncached: each request asks
+    # less than the one before, so the deny cache cannot answer it (a cached denial covers
+    # only estimates >= its own). Cached: the last body again, well within the 1 s window.
+    client = Client(port, BROKE)
+    try:
+        descending = [chat_body(max_tokens) for max_tokens in range(1000, 900, -1)]
+        for phase, bodies in (("uncached", descending), ("cached", descending[-1:] * 100)):
+            for body in bodies:
+                status, _ = client.post(GUARDED, body)
+                if status != 402:
+                    raise RuntimeError(f"{BROKE}: HTTP {status}, expected 402")
+            fig.count_ops(f"denied, {phase}", len(bodies), log.take())
+    finally:
+        client.close()
     # Hammered: the first 1 s unmeasured (every worker gets its denial cached), then measured.
     load(port, BROKE, GUARDED, 402, threads=CLIENT_THREADS, seconds=1.0)
     fig.cold_deny_ops = log.take()
@@ -516,6 +669,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per throughput phase")
     parser.add_argument("--latency-requests", type=int, default=600, help="per route and kind")
     parser.add_argument("--memory-requests", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=WORKERS, help="gunicorn workers")
+    parser.add_argument(
+        "--rev", metavar="REV", help="bake the template as committed at REV (e.g. HEAD)"
+    )
     parser.add_argument(
         "--localcycles-rev",
         metavar="REV",
@@ -527,10 +684,9 @@ def main() -> int:
     proc: subprocess.Popen[bytes] | None = None
     log_file = None
     try:
-        project, package = bake(workdir, args.localcycles_rev)
+        project, package = bake(workdir, args.rev, args.localcycles_rev)
         (workdir / "bench_wsgi.py").write_text(WSGI_MODULE.replace("PKG", package))
         db = workdir / "ledger.sqlite3"
-        requests_log = workdir / "cycles-requests.log"
         port = free_port()
         env = {
             **os.environ,
@@ -542,9 +698,9 @@ def main() -> int:
             "CYCLES_LOCAL_BUDGET_USD": "1000000",
             "CYCLES_DENY_CACHE_MS": str(DENY_CACHE_MS),
             "LLM_PROVIDER": "fake",
-            "WEB_CONCURRENCY": str(WORKERS),
+            "WEB_CONCURRENCY": str(args.workers),
             "GUNICORN_THREADS": str(THREADS),
-            "BENCH_CYCLES_LOG": str(requests_log),
+            "BENCH_DIR": str(workdir),
         }
         log_file = (workdir / "gunicorn.log").open("wb")
         proc = subprocess.Popen(
@@ -559,9 +715,20 @@ def main() -> int:
             start_new_session=True,  # its own process group: killed as one in `finally`
         )
         wait_until_up(port, proc)
-        pids = worker_pids(proc.pid)
+        pids = wait_for_workers(proc, args.workers)
+        boot_rss = {pid: rss_kb(pid) for pid in pids}
+        # Warm-up: every thread of every worker has made its Cycles clients and connections,
+        # and every worker's embedded ledger has started (the app may start it lazily).
+        for _ in range(5):
+            for path in (GUARDED, UNGUARDED):
+                load(port, RICH, path, 200, threads=CLIENT_THREADS, requests=400)
+                load(port, RICH, path, 200, threads=CLIENT_THREADS, requests=100, stream=True)
+            if all((workdir / f"threads-{pid}.json").exists() for pid in pids):
+                break
+        else:
+            raise RuntimeError("a worker's embedded ledger never answered")
 
-        # Both workers have seeded the ledger; now empty BROKE's budget (the embedded
+        # Every worker has seeded the ledger; now empty BROKE's budget (the embedded
         # ledger takes writes from any process on the same file).
         sys.path[:0] = [str(project / "src"), str(workdir)]
         from importlib import import_module
@@ -571,18 +738,26 @@ def main() -> int:
         ledger.set_budget(_scope_of(ledger, BROKE), "USD_MICROCENTS", allocated=0)
         ledger.close()
 
-        figures = measure(port, CyclesRequestLog(requests_log), args, pids)
+        cpu = CpuMeter(pids, workdir)
+        log = CyclesRequestLog(workdir / "cycles-requests.log")
+        log.take()  # the warm-up's
+        figures = measure(port, log, cpu, args, pids, boot_rss)
         assert worker_pids(proc.pid) == pids, "a worker was restarted during the run"
         report(args, figures)
         stop(proc)
         proc = None
-        guard_breakdown(package, env, args.latency_requests)
+        # The in-process app logs each request to stderr: keep those lines out of the report.
+        with stderr_to(workdir / "breakdown-stderr.log"):
+            guard_breakdown(package, env, project, db, args.latency_requests)
+        summary(figures)
         return 0
     except BaseException:
         if log_file is not None:
             log_file.flush()
-            tail = (workdir / "gunicorn.log").read_text(errors="replace")[-3000:]
-            print(f"--- gunicorn log (tail) ---\n{tail}", file=sys.stderr)
+            lines = (workdir / "gunicorn.log").read_text(errors="replace").splitlines()
+            # Skip the access log (lines starting with the client address).
+            tail = "\n".join([line for line in lines if not line.startswith("127.")][-60:])
+            print(f"--- gunicorn log, without the access log ---\n{tail}", file=sys.stderr)
         raise
     finally:
         if proc is not None:
@@ -592,8 +767,80 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def guard_breakdown(package: str, env: dict[str, str], n: int) -> None:
-    """Phase 7: time the guard's parts one by one (single thread, p50 of ``n`` each)."""
+def start_ledger_process(project: Path, db: Path) -> tuple[subprocess.Popen[str], str]:
+    """``python -m localcycles`` on ``db``: the ledger as its own process, like a real server."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localcycles", "--db", str(db)],
+        env={**os.environ, "PYTHONPATH": str(project / "src")},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://"):
+        proc.kill()
+        raise RuntimeError(f"python -m localcycles printed {url!r}, not its URL")
+    return proc, url
+
+
+def remote_ledger_settings(package: str, workspace_isolation: bool) -> dict[str, str]:
+    """What the app needs on a Cycles URL instead of ``local``: the Cycles keys the embedded
+    ledger seeded, and the development callers' key digests (dev defaults only apply to the
+    embedded ledger)."""
+    from importlib import import_module
+
+    config = import_module(f"{package}.config")
+    local_api_key: Callable[[str], str] = import_module(f"{package}.devledger").local_api_key
+    callers = ",".join(
+        f"{tenant}={config.hash_api_key(config.dev_caller_key(tenant))}"
+        for tenant in config.DEV_TENANTS
+    )
+    if workspace_isolation:
+        operator = config.DEV_OPERATOR_TENANT
+        return {
+            "TENANT_API_KEYS": callers,
+            "CYCLES_TENANT": operator,
+            "CYCLES_API_KEY": local_api_key(operator),
+        }
+    keys = ",".join(f"{tenant}={local_api_key(tenant)}" for tenant in config.DEV_TENANTS)
+    return {"TENANT_API_KEYS": callers, "CYCLES_TENANT_API_KEYS": keys}
+
+
+def guard_breakdown(package: str, env: dict[str, str], project: Path, db: Path, n: int) -> None:
+    """Phase 7: the guard's parts one by one (single thread; wall p50, CPU mean of ``n`` each).
+
+    The ledger runs in its own process here (``python -m localcycles`` on the same file), so
+    the CPU figures are this process's alone: the app, the guard and the Cycles client.
+    """
+    from importlib import import_module
+
+    ledger = import_module("localcycles").LocalLedger(str(db))
+    workspace_isolation = _scope_of(ledger, RICH).startswith("tenant:operator/")
+    ledger.close()
+    budget_mod = import_module(f"{package}.budget")
+    keys = remote_ledger_settings(package, workspace_isolation)
+    ledger_proc, ledger_url = start_ledger_process(project, db)
+    try:
+        app = import_module("bench_wsgi").create_bench_app(
+            {
+                **{k: v for k, v in env.items() if k.startswith(("APP_", "LLM_"))},
+                "CYCLES_JOURNAL_DIR": env["CYCLES_JOURNAL_DIR"],
+                "CYCLES_BASE_URL": ledger_url,
+                **keys,
+            }
+        )
+        try:
+            time_guard_parts(app, package, ledger_url, keys, n)
+        finally:
+            budget_mod.close(app)
+    finally:
+        ledger_proc.terminate()
+        ledger_proc.wait(10)
+
+
+def time_guard_parts(app: Any, package: str, ledger_url: str, keys: dict[str, str], n: int) -> None:
+    """Time each part ``n`` times on ``app`` (its Cycles server at ``ledger_url``) and print."""
     import uuid
     from importlib import import_module
 
@@ -603,108 +850,133 @@ def guard_breakdown(package: str, env: dict[str, str], n: int) -> None:
     guard = import_module(f"{package}.guard")
     reservations = import_module(f"{package}.reservations")
     runcycles = import_module("runcycles")
-    bench_wsgi = import_module("bench_wsgi")
-    app = bench_wsgi.create_bench_app(
-        {k: v for k, v in env.items() if k.startswith(("APP_", "CYCLES_", "LLM_"))}
-    )
     client = app.test_client()
     auth = {"Authorization": f"Bearer dev-key-{RICH}"}
     body = json.loads(JSON_BODY)
     stream_body = json.loads(STREAM_BODY)
     provider = app.extensions["llm"]
-    with app.app_context():
-        budgets = budget_mod.get_budgets(app)
-        cycles = budgets.client_for(RICH)
-        subject, action = budgets.subject_for(RICH), runcycles.Action(kind="llm.completion", name="m")
-        estimate = runcycles.Amount(unit=runcycles.Unit.USD_MICROCENTS, amount=10_000)
-        ledger_url = app.extensions[budget_mod.LOCAL_SERVER_EXTENSION].base_url
-        floor = httpx.Client(base_url=ledger_url)
-        host, port = ledger_url.removeprefix("http://").split(":")
-        raw = http.client.HTTPConnection(host, int(port))
-        usage = reservations.Usage(10, 13, "m", 1)
+    budgets = budget_mod.get_budgets(app)
+    cycles = budgets.client_for(RICH)
+    subject = budgets.subject_for(RICH)
+    action = runcycles.Action(kind="llm.completion", name="m")
+    estimate = runcycles.Amount(unit=runcycles.Unit.USD_MICROCENTS, amount=10_000)
+    floor = httpx.Client(base_url=ledger_url)
+    host, port = ledger_url.removeprefix("http://").split(":")
+    raw = http.client.HTTPConnection(host, int(port))
+    raw_headers = {
+        "Content-Type": "application/json",
+        "X-Cycles-API-Key": keys.get("CYCLES_API_KEY")
+        or dict(kv.split("=") for kv in keys["CYCLES_TENANT_API_KEYS"].split(","))[RICH],
+    }
+    usage = reservations.Usage(10, 13, "m", 1)
+    wire = {"unit": "USD_MICROCENTS"}
 
-        def guard_calls() -> None:
-            hold = reservations.reserve(budgets, RICH, "chat", 10_000)
-            settled = reservations.settle(budgets, hold, 7_000, usage)
-            assert settled is not None and settled.outcome == "committed", settled
+    def reservation_body() -> dict[str, object]:
+        return {
+            "idempotency_key": uuid.uuid4().hex,
+            "subject": budgets.subject_body(RICH),
+            "action": reservations.action_body(budgets),
+            "estimate": {**wire, "amount": 10_000},
+            "ttl_ms": 60_000,
+        }
 
-        def bare() -> None:
-            wire = {"unit": "USD_MICROCENTS"}
-            made = cycles.create_reservation(
-                {
-                    "idempotency_key": uuid.uuid4().hex,
-                    "subject": budgets.subject_body(RICH),
-                    "action": reservations.action_body(budgets),
-                    "estimate": {**wire, "amount": 10_000},
-                    "ttl_ms": 60_000,
-                }
-            )
-            done = cycles.commit_reservation(
-                made.body["reservation_id"],
-                {"idempotency_key": uuid.uuid4().hex, "actual": {**wire, "amount": 7_000}},
-            )
-            assert done.status == 200, done.body
+    def commit_body() -> dict[str, object]:
+        return {"idempotency_key": uuid.uuid4().hex, "actual": {**wire, "amount": 7_000}}
 
-        def stream_reservation() -> None:
-            with cycles.stream_reservation(
-                subject=subject, action=action, estimate=estimate, ttl_ms=60_000
-            ) as held:
-                held.usage.set_actual_cost(7_000)
+    def guard_calls() -> None:
+        hold = reservations.reserve(budgets, RICH, "chat", 10_000)
+        settled = reservations.settle(budgets, hold, 7_000, usage)
+        assert settled is not None and settled.outcome == "committed", settled
 
-        def raw_round_trip() -> None:
-            raw.request("GET", "/healthz")
-            raw.getresponse().read()
+    def bare() -> None:
+        made = cycles.create_reservation(reservation_body())
+        done = cycles.commit_reservation(made.body["reservation_id"], commit_body())
+        assert done.status == 200, done.body
 
-        def complete() -> object:
-            return provider.complete(prompt=PROMPT, max_tokens=64)
+    def raw_post(path: str, payload: dict[str, object]) -> dict[str, object]:
+        raw.request("POST", path, json.dumps(payload).encode(), raw_headers)
+        response = raw.getresponse()
+        answer: dict[str, object] = json.loads(response.read())
+        assert response.status == 200, answer
+        return answer
 
-        parts: list[tuple[str, Callable[[], object]]] = [
-            ("Flask GET /healthz", lambda: client.get("/healthz")),
-            ("POST /chat guarded", lambda: client.post(GUARDED, json=body, headers=auth)),
-            ("POST unguarded twin", lambda: client.post(UNGUARDED, json=body, headers=auth)),
-            (
-                "POST /chat stream guarded",
-                lambda: client.post(GUARDED, json=stream_body, headers=auth).get_data(),
-            ),
-            (
-                "POST stream unguarded twin",
-                lambda: client.post(UNGUARDED, json=stream_body, headers=auth).get_data(),
-            ),
-            ("guard reserve + settle (2 calls)", guard_calls),
-            ("bare create + commit (2 calls)", bare),
-            ("runcycles stream_reservation", stream_reservation),
-            ("provider.complete, direct", complete),
-            ("provider.complete, _run_bounded", lambda: guard._run_bounded(complete, 30.0)),
-            ("empty round trip, httpx", lambda: floor.get("/healthz")),
-            ("empty round trip, http.client", raw_round_trip),
-        ]
-        print("\n7. where the guard's time goes: one thread, in-process app + its embedded ledger")
-        print("   (Flask test client, no HTTP in front of Flask; p50 of", n, "each)")
-        results: dict[str, float] = {}
-        for label, call in parts:
-            for _ in range(30):
-                call()
-            took = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                call()
-                took.append((time.perf_counter() - t0) * 1000)
-            results[label] = pct(took, 0.5)
-            print(f"   {label:<36} p50 {results[label]:7.2f} ms")
-        json_over = results["POST /chat guarded"] - results["POST unguarded twin"]
-        stream_over = results["POST /chat stream guarded"] - results["POST stream unguarded twin"]
-        calls = results["guard reserve + settle (2 calls)"]
-        thread = results["provider.complete, _run_bounded"] - results["provider.complete, direct"]
-        print(
-            f"   in-process guard overhead: JSON +{json_over:.2f} ms, stream +{stream_over:.2f} ms;"
-            f" of which the 2 Cycles calls {calls:.2f} ms (bare client "
-            f"{results['bare create + commit (2 calls)']:.2f} ms, floor of 2 empty httpx "
-            f"round trips {2 * results['empty round trip, httpx']:.2f} ms) and the helper thread "
-            f"per provider call {thread:+.2f} ms"
-        )
-        floor.close()
-        raw.close()
-    budget_mod.close(app)
+    def bare_http_client() -> None:
+        made = raw_post("/v1/reservations", reservation_body())
+        raw_post(f"/v1/reservations/{made['reservation_id']}/commit", commit_body())
+
+    def stream_reservation() -> None:
+        with cycles.stream_reservation(
+            subject=subject, action=action, estimate=estimate, ttl_ms=60_000
+        ) as held:
+            held.usage.set_actual_cost(7_000)
+
+    def raw_round_trip() -> None:
+        raw.request("GET", "/healthz")
+        raw.getresponse().read()
+
+    def complete() -> object:
+        return provider.complete(prompt=PROMPT, max_tokens=64)
+
+    parts: list[tuple[str, Callable[[], object]]] = [
+        ("Flask GET /healthz", lambda: client.get("/healthz")),
+        ("POST /chat guarded", lambda: client.post(GUARDED, json=body, headers=auth)),
+        ("POST unguarded twin", lambda: client.post(UNGUARDED, json=body, headers=auth)),
+        (
+            "POST /chat stream guarded",
+            lambda: client.post(GUARDED, json=stream_body, headers=auth).get_data(),
+        ),
+        (
+            "POST stream unguarded twin",
+            lambda: client.post(UNGUARDED, json=stream_body, headers=auth).get_data(),
+        ),
+        ("guard reserve + settle (2 calls)", guard_calls),
+        ("runcycles create + commit (2 calls)", bare),
+        ("http.client create + commit (2 calls)", bare_http_client),
+        ("runcycles stream_reservation", stream_reservation),
+        ("provider.complete, direct", complete),
+        ("provider.complete, _run_bounded", lambda: guard._run_bounded(complete, 30.0)),
+        ("empty round trip, httpx", lambda: floor.get("/healthz")),
+        ("empty round trip, http.client", raw_round_trip),
+    ]
+    print(
+        "\n7. where the guard's time goes: one thread, in-process app (Flask test client, "
+        "no HTTP\n   in front of Flask), the ledger in its own process; "
+        f"wall p50 and this process's CPU per call, mean of {n}"
+    )
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for label, call in parts:
+        for _ in range(30):
+            call()
+        took = []
+        cpu_start = time.process_time()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            call()
+            took.append((time.perf_counter() - t0) * 1000)
+        cpu[label] = (time.process_time() - cpu_start) * 1000 / n
+        wall[label] = pct(took, 0.5)
+        print(f"   {label:<40} wall {wall[label]:6.2f} ms   CPU {cpu[label]:6.2f} ms")
+
+    def extra(measure: dict[str, float], guarded: str, twin: str) -> str:
+        return f"{measure[guarded] - measure[twin]:+.2f} ms"
+
+    json_pair = ("POST /chat guarded", "POST unguarded twin")
+    stream_pair = ("POST /chat stream guarded", "POST stream unguarded twin")
+    calls = "guard reserve + settle (2 calls)"
+    thread = ("provider.complete, _run_bounded", "provider.complete, direct")
+    print(
+        f"   guard overhead in-process: JSON wall {extra(wall, *json_pair)}, CPU "
+        f"{extra(cpu, *json_pair)}; stream wall {extra(wall, *stream_pair)}, CPU "
+        f"{extra(cpu, *stream_pair)}\n   of which the 2 Cycles calls: wall "
+        f"{wall[calls]:.2f} ms, CPU {cpu[calls]:.2f} ms (runcycles alone: CPU "
+        f"{cpu['runcycles create + commit (2 calls)']:.2f} ms; the same 2 calls over "
+        f"http.client: CPU {cpu['http.client create + commit (2 calls)']:.2f} ms); the "
+        f"helper thread per provider call: wall {extra(wall, *thread)}, CPU "
+        f"{extra(cpu, *thread)}"
+    )
+    floor.close()
+    raw.close()
 
 
 def _scope_of(ledger: object, tenant: str) -> str:
@@ -716,13 +988,19 @@ def _scope_of(ledger: object, tenant: str) -> str:
     raise RuntimeError(f"no budget for {tenant}")
 
 
-def fmt_ops(ops: Counter[str], per: int = 1) -> str:
-    return ", ".join(f"{k} {v / per:.2f}" for k, v in sorted(ops.items())) or "none"
+def fmt_ops(ops: Counter[str], per: int | None = None) -> str:
+    """Cycles requests by path: counts, or per request when ``per`` requests made them."""
+    return (
+        ", ".join(f"{k} {v if per is None else f'{v / per:.2f}'}" for k, v in sorted(ops.items()))
+        or "none"
+    )
 
 
 def report(args: argparse.Namespace, fig: Figures) -> None:
     cpus = os.cpu_count()
-    print(f"gunicorn gthread {WORKERS} workers x {THREADS} threads, embedded ledger, fake LLM;")
+    print(
+        f"gunicorn gthread {args.workers} workers x {THREADS} threads, embedded ledger, fake LLM;"
+    )
     print(f"load client: http.client keep-alive threads in one process; {cpus} CPUs shared\n")
 
     print("1. Cycles requests per request, counted at the embedded server (by method and path)")
@@ -750,10 +1028,10 @@ def report(args: argparse.Namespace, fig: Figures) -> None:
     print('3. POST /chat "stream": true, 1 client, sequential (ms)')
     print(f"   {'route':<28}{'n':>6}{'1st p50':>9}{'1st p90':>9}{'done p50':>10}{'done p90':>10}")
     for name in ("guarded", "unguarded"):
-        first, total = fig.first_event[name], fig.stream_total[name]
+        first, done = fig.first_event[name], fig.stream_total[name]
         print(
             f"   {name:<28}{len(first):>6}{pct(first, 0.5):>9.2f}{pct(first, 0.9):>9.2f}"
-            f"{pct(total, 0.5):>10.2f}{pct(total, 0.9):>10.2f}"
+            f"{pct(done, 0.5):>10.2f}{pct(done, 0.9):>10.2f}"
         )
     gf, uf = fig.first_event["guarded"], fig.first_event["unguarded"]
     gt, ut = fig.stream_total["guarded"], fig.stream_total["unguarded"]
@@ -764,17 +1042,39 @@ def report(args: argparse.Namespace, fig: Figures) -> None:
         f"{pct(gt, 0.5) - pct(ut, 0.5):+.2f} ms\n"
     )
 
-    print(f"4. throughput, {CLIENT_THREADS} client threads, {args.seconds:g} s each")
-    print(f"   {'route':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"4. throughput, {CLIENT_THREADS} client threads, {args.seconds:g} s each "
+        f"(in {ROUNDS} interleaved rounds)"
+    )
+    print(
+        f"   {'route':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        "   CPU ms per request: app, ledger, load client = total"
+    )
     for label, run in fig.throughput.items():
         v = run.latencies_ms
-        print(f"   {label:<28}{run.rate:>9.0f}{pct(v, 0.5):>9.2f}{pct(v, 0.99):>9.2f}")
+        ms = {part: seconds * 1000 / run.count for part, seconds in fig.cpu[label].items()}
+        print(
+            f"   {label:<28}{run.rate:>9.0f}{pct(v, 0.5):>9.2f}{pct(v, 0.99):>9.2f}"
+            f"   {ms['app']:6.2f} {ms['ledger']:6.2f} {ms['client']:6.2f} = "
+            f"{sum(ms.values()):.2f}"
+        )
     for kind in ("JSON", "stream"):
         ratio = fig.throughput[f"guarded {kind}"].rate / fig.throughput[f"unguarded {kind}"].rate
         verdict = "OK" if ratio >= THROUGHPUT_TARGET else "UNDER"
+        extra = {
+            part: fig.cpu[f"guarded {kind}"][part] * 1000 / fig.throughput[f"guarded {kind}"].count
+            - fig.cpu[f"unguarded {kind}"][part] * 1000 / fig.throughput[f"unguarded {kind}"].count
+            for part in ("app", "ledger", "client")
+        }
         print(
             f"   guarded/unguarded {kind}: {ratio:.2f}x "
-            f"(target >= {THROUGHPUT_TARGET:g}x: {verdict})"
+            f"(target >= {THROUGHPUT_TARGET:g}x: {verdict}); the guard's extra CPU per request: "
+            f"app {extra['app']:+.2f} ms, embedded ledger {extra['ledger']:+.2f} ms"
+        )
+        print(
+            f"     CPU-bound ratio (unguarded/guarded CPU per request, steadier than req/s on "
+            f"a shared machine): {cpu_ratio(fig, kind, ('app', 'ledger', 'client')):.2f}x all "
+            f"on this machine, {cpu_ratio(fig, kind, ('app',)):.2f}x the app alone"
         )
     print()
 
@@ -788,7 +1088,7 @@ def report(args: argparse.Namespace, fig: Figures) -> None:
     print(f"   402 answers/s {run.rate:.0f}   p50 {pct(v, 0.5):.2f} ms   p99 {pct(v, 0.99):.2f} ms")
     print(
         f"   Cycles requests {calls} ({fmt_ops(fig.deny_ops)}): {calls / run.seconds:.2f}/s, "
-        f"{calls / run.seconds / WORKERS:.2f}/s per worker (expect <= ~1); "
+        f"{calls / run.seconds / args.workers:.2f}/s per worker (expect <= ~1); "
         f"{calls / run.count:.5f} per 402"
     )
     print(f"   (first 1 s of the burst, unmeasured: Cycles {fmt_ops(fig.cold_deny_ops)})\n")
@@ -813,6 +1113,55 @@ def report(args: argparse.Namespace, fig: Figures) -> None:
         )
     )
     print(f"   Cycles requests during the phase: {fmt_ops(fig.memory_ops)}")
+
+
+def cpu_ratio(fig: Figures, kind: str, parts: tuple[str, ...]) -> float:
+    """Unguarded/guarded CPU per request of ``parts``: the throughput ratio if CPU-bound."""
+
+    def per_request(name: str) -> float:
+        label = f"{name} {kind}"
+        return sum(fig.cpu[label][part] for part in parts) / fig.throughput[label].count
+
+    return per_request("unguarded") / per_request("guarded")
+
+
+def summary(fig: Figures) -> None:
+    """The figures issue 10 asks for, side by side with their targets."""
+
+    def per_request(label: str) -> str:
+        n, ops = fig.ops[label]
+        return f"{sum(ops.values()) / n:.2f}"
+
+    def over(a: list[float], b: list[float], q: float) -> str:
+        return f"{pct(a, q) - pct(b, q):+.2f} ms"
+
+    def ratio(kind: str) -> str:
+        rate = fig.throughput[f"guarded {kind}"].rate / fig.throughput[f"unguarded {kind}"].rate
+        return f"{rate:.2f}x"
+
+    g, u = fig.latency["guarded"], fig.latency["unguarded"]
+    gf, uf = fig.first_event["guarded"], fig.first_event["unguarded"]
+    print("\nSummary (before the one-reservation guard: 3.00 calls, +13 ms p50, 0.07x)")
+    print(
+        f"   Cycles requests per served request: JSON {per_request('guarded JSON')}, "
+        f"stream {per_request('guarded stream')} (target 2.00); per denial: uncached "
+        f"{per_request('denied, uncached')} (target <= 1), cached "
+        f"{per_request('denied, cached')} (target 0)"
+    )
+    print(
+        f"   guard overhead over the unguarded twin, 1 client: p50 {over(g, u, 0.5)}, "
+        f"p90 {over(g, u, 0.9)} (target p50 <= {LATENCY_TARGET_MS:g} ms)"
+    )
+    print(
+        f"   guarded/unguarded throughput, {CLIENT_THREADS} client threads: JSON "
+        f"{ratio('JSON')}, stream {ratio('stream')} (target >= {THROUGHPUT_TARGET:g}x); "
+        f"CPU-bound: JSON {cpu_ratio(fig, 'JSON', ('app', 'ledger', 'client')):.2f}x, "
+        f"stream {cpu_ratio(fig, 'stream', ('app', 'ledger', 'client')):.2f}x"
+    )
+    print(
+        f"   stream, time to first event: p50 {pct(gf, 0.5):.2f} ms vs {pct(uf, 0.5):.2f} ms "
+        f"unguarded ({over(gf, uf, 0.5)}), p90 {over(gf, uf, 0.9)}"
+    )
 
 
 if __name__ == "__main__":

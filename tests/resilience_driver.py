@@ -79,8 +79,27 @@ def _gated(app: Any) -> Any:
 
 
 def wsgi_app() -> Any:
-    """The baked app (configured by the environment) with the gated provider."""
-    return _gated(_pkg.create_app())
+    """The baked app (configured by the environment) with the gated provider.
+
+    Its embedded ledger runs on a clock the test can move forward: the number of
+    milliseconds in ``$RESILIENCE_GATE/clock_offset_ms`` (if present) is added to the wall
+    clock, so "the hold has expired" needs no waiting for a real TTL.
+    """
+    app = _gated(_pkg.create_app())
+    embedded = importlib.import_module(f"{PACKAGE}.budget").local_server(app)
+    if embedded is not None:
+        embedded.ledger.clock = _offset_clock(Path(os.environ["RESILIENCE_GATE"]))
+    return app
+
+
+def _offset_clock(gate: Path) -> Any:
+    offset_file = gate / "clock_offset_ms"
+
+    def now_ms() -> int:
+        offset = int(offset_file.read_text()) if offset_file.exists() else 0
+        return time.time_ns() // 1_000_000 + offset
+
+    return now_ms
 
 
 def auth_headers() -> dict[str, str]:

@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CHOICE_PROMPTS, Baker
+from conftest import CHOICE_PROMPTS, TEMPLATE_DIR, Baker
+from cookiecutter.exceptions import FailedHookException
+from cookiecutter.main import cookiecutter
 from matrix import COVER, MATRIX, row_id, uncovered
+
+from local_extensions import default_model, model_prices, usd_to_microcents
 
 # What an unrendered Jinja tag looks like (a user's own "{{ 7*7 }}" is not one of these).
 LEFTOVER_RE = re.compile(r"\{\{\s*cookiecutter|\{%-?\s|\{#")
@@ -124,3 +128,65 @@ def test_hostile_free_text_bakes_safely(bake: Baker) -> None:
     readme = (project / "README.md").read_text()
     assert readme.startswith("# ")
     assert "<b>" not in readme, "HTML in free text must be escaped in the README"
+
+
+# --- prompts that follow the provider -----------------------------------------------------
+
+
+def baked_prices(project: Path) -> dict[str, str]:
+    """MODEL and the microcent prices as the baked pricing module spells them."""
+    text = (project / "src" / "llm_service" / "pricing.py").read_text()
+    return dict(re.findall(r"^([A-Z_]+) = \"?([^\"\n]+)\"?$", text, re.MULTILINE))
+
+
+def microcents(usd: str) -> str:
+    return f"{usd_to_microcents(usd):_}"
+
+
+@pytest.mark.parametrize("provider", CHOICE_PROMPTS["llm_provider"])
+def test_the_provider_picks_the_model_and_the_model_its_prices(bake: Baker, provider: str) -> None:
+    """`--no-input llm_provider=X`: a current model of X, at X's prices from the table."""
+    model = default_model(provider)
+    entry = model_prices(model)
+    assert entry is not None and entry["provider"] == provider
+    found = baked_prices(bake(llm_provider=provider))
+    assert found["MODEL"] == model
+    assert found["INPUT_MICROCENTS_PER_MILLION"] == microcents(entry["input"])
+    assert found["OUTPUT_MICROCENTS_PER_MILLION"] == microcents(entry["output"])
+    assert found["CACHED_INPUT_MICROCENTS_PER_MILLION"] == microcents(entry["cached_input"])
+
+
+def test_a_model_named_on_the_command_line_brings_its_own_prices(bake: Baker) -> None:
+    found = baked_prices(bake(llm_provider="openai", model="gpt-4o-2024-05-13"))
+    assert found["INPUT_MICROCENTS_PER_MILLION"] == microcents("5.00")
+    # No published cached price: cache reads are billed at the input price.
+    assert found["CACHED_INPUT_MICROCENTS_PER_MILLION"] == microcents("5.00")
+
+
+def test_a_model_without_a_table_price_must_be_priced(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(FailedHookException):
+        cookiecutter(
+            str(TEMPLATE_DIR),
+            no_input=True,
+            extra_context={"model": "acme-llm-1"},
+            output_dir=str(tmp_path),
+        )
+    assert list(tmp_path.iterdir()) == []
+    err = capfd.readouterr().err
+    assert "model 'acme-llm-1' has no price in the template's price table" in err
+    # Given prices are enough: the cached price defaults to the input price.
+    cookiecutter(
+        str(TEMPLATE_DIR),
+        no_input=True,
+        extra_context={
+            "model": "acme-llm-1",
+            "input_price_per_million_usd": "1.25",
+            "output_price_per_million_usd": "5",
+        },
+        output_dir=str(tmp_path),
+    )
+    found = baked_prices(tmp_path / "llm-service")
+    assert found["MODEL"] == "acme-llm-1"
+    assert found["CACHED_INPUT_MICROCENTS_PER_MILLION"] == microcents("1.25")

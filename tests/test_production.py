@@ -17,6 +17,7 @@ import runpy
 import shlex
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -163,6 +164,28 @@ def test_bad_settings_are_listed_without_a_traceback_by_every_entry_point(
         ["CYCLES_BASE_URL", "CYCLES_TENANT_API_KEYS", "TENANT_API_KEYS", "OPENAI_API_KEY",
          "CYCLES_APP"]
     )  # fmt: skip
+
+
+def test_gunicorn_stops_on_a_worker_start_up_error_without_a_traceback(
+    bake: Baker, tmp_path: Path
+) -> None:
+    """What only a starting app can find wrong (the embedded ledger's port is taken) stops
+    gunicorn with the app's own one-line message ("App failed to load": exit 4)."""
+    project = bake(**DEFAULT)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = project_env(
+            project, APP_ENV="development", CYCLES_LOCAL_PORT=str(port), WEB_CONCURRENCY="1",
+            PORT=str(free_port()), CYCLES_LOCAL_DB=str(tmp_path / "ledger.sqlite3"),
+            CYCLES_JOURNAL_DIR=str(tmp_path / "journal"),
+        )  # fmt: skip
+        result = run([sys.executable, "-m", "gunicorn"], project, env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 4, output
+    assert "Traceback" not in output
+    assert f"Error: CYCLES_LOCAL_PORT={port}: cannot listen" in output
 
 
 def test_gunicorn_warns_when_trusted_header_auth_listens_beyond_loopback(

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 
@@ -68,6 +71,9 @@ def on_starting(server: Any) -> None:
     Every problem is printed, one line each, and gunicorn exits 1: no worker boots only to
     die with a traceback. (Only the settings are read here; nothing is started.)
     """
+    # The check imports the app package and with it prometheus_client, which picks its
+    # multiprocess mode once, on import: the metrics directory must be chosen first.
+    pre_fork(server, None)
     from {{ cookiecutter.package_name }}.config import ConfigError, check_environment
 
     try:
@@ -77,6 +83,60 @@ def on_starting(server: Any) -> None:
         if server.pidfile is not None:
             server.pidfile.unlink()
         raise SystemExit(1) from None
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """What only a starting app can find wrong (the embedded ledger's port is taken, say) is
+    reported like the settings: its lines alone, no traceback, and gunicorn stops."""
+    load_app = worker.load_wsgi
+
+    def load_app_reporting_config_errors() -> None:
+        from gunicorn.errors import AppImportError
+
+        from {{ cookiecutter.package_name }}.config import ConfigError
+
+        try:
+            load_app()
+        except ConfigError as error:
+            # gunicorn prints this message alone and halts: "App failed to load".
+            raise AppImportError(f"Error: {error.format_message()}") from None
+
+    worker.load_wsgi = load_app_reporting_config_errors
+
+
+# Metrics of every worker (metrics.py): prometheus-client's multiprocess mode keeps each
+# worker's values in files in PROMETHEUS_MULTIPROC_DIR, and /metrics adds them up.
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_metrics_dir_ready: list[str] = []
+_metrics_dir_made: list[str] = []  # made here (not given): removed when gunicorn exits
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Before the first worker: one metrics directory, empty, inherited by every worker."""
+    if _metrics_dir_ready:
+        return
+    directory = os.environ.get(_METRICS_DIR) or ""
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="prometheus-")
+        _metrics_dir_made.append(directory)
+    os.environ[_METRICS_DIR] = directory
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for stale in Path(directory).glob("*.db"):  # counts of an earlier run of the server
+        stale.unlink()
+    _metrics_dir_ready.append(directory)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited: its counters stay in the sums; its live-only values are dropped."""
+    if os.environ.get(_METRICS_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    for directory in _metrics_dir_made:
+        shutil.rmtree(directory, ignore_errors=True)
 {%- if cookiecutter.tenant_auth == "trusted_header" %}
 
 

@@ -26,11 +26,12 @@ from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }} import budget, create_app
-from {{ cookiecutter.package_name }}.llm import Completion, FakeProvider, StreamProgress
 {%- if cookiecutter.tenant_auth == "api_key" %}
 from {{ cookiecutter.package_name }}.config import hash_api_key
 {%- endif %}
+from {{ cookiecutter.package_name }}.llm import Completion, FakeProvider, StreamProgress
 from localcycles import LocalCyclesServer, LocalLedger
+from openapi_contract import responses_match_the_document  # noqa: F401
 
 TENANTS = ("acme", "globex")
 UNIT = "USD_MICROCENTS"
@@ -119,6 +120,7 @@ def app_env(base_url: str, tmp_path: Path, tenants: tuple[str, ...] = TENANTS) -
         "MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS),
         "DEFAULT_MAX_TOKENS": str(DEFAULT_MAX_TOKENS),
         "MAX_TOKENS_LIMIT": str(MAX_TOKENS_LIMIT),
+        "PROMETHEUS_MULTIPROC_DIR": "",  # one process: metrics in memory (see test_metrics)
 {%- if cookiecutter.tenant_auth == "api_key" %}
         "TENANT_API_KEYS": ",".join(f"{t}={hash_api_key(caller_key(t))}" for t in tenants),
 {%- else %}

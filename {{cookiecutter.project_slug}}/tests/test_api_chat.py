@@ -93,7 +93,10 @@ def test_cycles_sees_the_real_subject_estimate_charge_and_metrics(
     ]
     assert reserve["subject"] == subject
     assert reserve["estimate"] == estimate
-    assert reserve["action"] == {"kind": "llm.completion", "name": recorded_app.extensions["settings"].llm_model}
+    assert reserve["action"] == {
+        "kind": "llm.completion",
+        "name": recorded_app.extensions["settings"].llm_model,
+    }
     assert reserve["ttl_ms"] == 60_000
     assert "dry_run" not in reserve
 

@@ -47,6 +47,11 @@ JSON = {"Content-Type": "application/json", **auth_headers("acme")}
         ("/chat", '{"prompt": "hi", "max_token": 5}', "invalid_request"),
         ("/summarize", '{"prompt": "hi"}', "invalid_request"),
         ("/summarize", '{"text": ["a"]}', "invalid_request"),
+        ("/chat", '{"prompt": "hi", "max_tokens": null}', "invalid_request"),
+        ("/chat", '{"prompt": "hi", "stream": "yes"}', "invalid_request"),
+        ("/chat", '{"prompt": "hi", "stream": 1}', "invalid_request"),
+        ("/chat", '{"prompt": "hi", "stream": null}', "invalid_request"),
+        ("/summarize", '{"text": "hi", "stream": true}', "invalid_request"),
     ],
 )
 def test_bad_bodies_are_400(
@@ -57,10 +62,12 @@ def test_bad_bodies_are_400(
     assert provisioner.balance("acme") == before
 
 
-@pytest.mark.parametrize("limit", [1, MAX_TOKENS_LIMIT])
-def test_max_tokens_bounds_are_accepted(client: FlaskClient, limit: int) -> None:
+@pytest.mark.parametrize("limit", [1, MAX_TOKENS_LIMIT, 5.0])
+def test_max_tokens_bounds_are_accepted(client: FlaskClient, limit: float) -> None:
+    # 5.0 is the number 5 in JSON (and in the API document's "integer").
     response = client.post("/chat", json={"prompt": "hi", "max_tokens": limit}, headers=JSON)
     assert response.status_code == 200, response.get_json()
+    assert response.get_json()["max_tokens"] == limit
 
 
 def test_oversized_prompt_and_text_are_413(client: FlaskClient) -> None:

@@ -47,7 +47,8 @@ def local_app(tmp_path: Path) -> Iterator[Flask]:
 
 
 def embedded(app: Flask) -> EmbeddedCycles:
-    server: EmbeddedCycles = app.extensions["cycles_local_server"]
+    server = budget.local_server(app)
+    assert server is not None
     return server
 
 
@@ -64,11 +65,13 @@ def test_serves_and_warns_that_it_is_a_development_ledger(
 ) -> None:
     with caplog.at_level(logging.WARNING):
         app = create_app(local_env(tmp_path))
-    try:
-        assert any("DEVELOPMENT ledger" in r.getMessage() for r in caplog.records)
+        # The ledger starts on first use, not when the app is built (`flask --help` is fast).
+        assert not any("DEVELOPMENT ledger" in r.getMessage() for r in caplog.records)
         response = app.test_client().post(
             "/chat", json={"prompt": "hello", "max_tokens": 8}, headers=dev_headers("acme")
         )
+    try:
+        assert any("DEVELOPMENT ledger" in r.getMessage() for r in caplog.records)
         assert response.status_code == 200, response.get_json()
         shown = app.test_client().get("/budget", headers=dev_headers("acme")).get_json()
         assert shown["balances"][0]["spent"] == response.get_json()["cost_usd_microcents"]
@@ -105,5 +108,12 @@ def test_a_busy_port_names_the_setting(local_app: Flask, tmp_path: Path) -> None
     port = embedded(local_app).server.port
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(ConfigError, match="CYCLES_LOCAL_PORT"):
-        create_app(local_env(other, CYCLES_LOCAL_PORT=str(port)))
+    busy = create_app(local_env(other, CYCLES_LOCAL_PORT=str(port)))
+    try:
+        with pytest.raises(ConfigError, match="CYCLES_LOCAL_PORT"):
+            budget.local_server(busy)
+        response = busy.test_client().get("/budget", headers=dev_headers("acme"))
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "cycles_misconfigured"
+    finally:
+        budget.close(busy)

@@ -18,7 +18,7 @@ from flask.cli import FlaskGroup
 
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.budget import close
-from {{ cookiecutter.package_name }}.cli import read_keys_file
+from {{ cookiecutter.package_name }}.cli import read_keys_file, recorded_keys
 {%- if cookiecutter.tenant_auth == "api_key" %}
 from {{ cookiecutter.package_name }}.config import Settings, hash_api_key
 {%- endif %}
@@ -140,6 +140,43 @@ def test_rotate_keys_makes_new_keys_and_says_so(server: LocalCyclesServer, tmp_p
     assert balances.exit_code == 0, balances.output
 
 
+def test_bootstrap_from_development_mode_keeps_the_admin_servers_keys(
+    server: LocalCyclesServer, tmp_path: Path
+) -> None:
+    """The compose bootstrap runs the app in development mode (embedded ledger) against a
+    separate admin server: the keys it keeps are that server's, reused on every re-run."""
+    keys_file = tmp_path / "cycles.env"
+    app = create_app(
+        {
+            "APP_ENV": "testing",
+            "CYCLES_ADMIN_URL": server.base_url,
+            "CYCLES_ADMIN_API_KEY": ADMIN_KEY,
+            "CYCLES_LOCAL_DB": str(tmp_path / "embedded.sqlite3"),
+            "CYCLES_JOURNAL_DIR": str(tmp_path / "journal"),
+        }
+    )
+    try:
+        outputs = []
+        for _ in range(2):
+            result = invoke(app, "cycles", "provision", "--keys-file", str(keys_file))
+            assert result.exit_code == 0, result.output
+            outputs.append(result.output)
+            keys = recorded_keys(read_keys_file(keys_file))
+            assert keys and all(server.ledger.authenticate(k) == t for t, k in keys.items())
+    finally:
+        close(app)
+    assert "created" in outputs[0] and "created" not in outputs[1]
+
+
+def test_a_broken_keys_file_is_a_one_line_error(server: LocalCyclesServer, tmp_path: Path) -> None:
+    keys_file = tmp_path / "cycles.env"
+    keys_file.write_text("CYCLES_API_KEY='unterminated\n")
+    app = make_app(server.base_url, tmp_path)
+    result = invoke(app, "cycles", "provision", "--keys-file", str(keys_file))
+    assert result.exit_code == 1
+    assert result.output == f"Error: {keys_file}:1: not a NAME=value line\n"
+
+
 def test_provision_no_longer_shadows_flasks_env_file_option(
     server: LocalCyclesServer, tmp_path: Path
 ) -> None:
@@ -232,9 +269,6 @@ def test_balances_of_a_tenant_the_app_does_not_serve_is_a_one_line_error(
     assert invoke(app, "cycles", "fund", "initech", "1").exit_code == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="create_app starts the embedded ledger: it needs a lazy start"
-)
 def test_help_starts_no_ledger(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """`flask --help` builds the app to list its commands: that must not start the ledger."""
     ledger = tmp_path / "ledger.sqlite3"

@@ -51,6 +51,7 @@ def test_development_defaults_use_the_embedded_ledger_and_fake_llm() -> None:
         ({"CYCLES_MODE": "audit"}, "CYCLES_MODE"),
         ({"CYCLES_RESERVATION_TTL_MS": "10"}, "CYCLES_RESERVATION_TTL_MS"),
         ({"CYCLES_RESERVATION_TTL_MS": "9" * 5000}, "CYCLES_RESERVATION_TTL_MS"),
+        ({"CYCLES_DENY_CACHE_MS": "9" * 1000}, "CYCLES_DENY_CACHE_MS"),
         ({"CYCLES_DENY_CACHE_MS": "-1"}, "CYCLES_DENY_CACHE_MS"),
         ({"CYCLES_DENY_CACHE_MS": "60001"}, "CYCLES_DENY_CACHE_MS"),
         ({"CYCLES_LOCAL_PORT": "70000"}, "CYCLES_LOCAL_PORT"),
@@ -73,6 +74,7 @@ def test_development_defaults_use_the_embedded_ledger_and_fake_llm() -> None:
 def test_invalid_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
     found = problems(**env)
     assert len([problem for problem in found if problem.startswith(variable)]) == 1, found
+    assert all(len(problem) < 300 and "\n" not in problem for problem in found), found
     # Anything else is what production or a Cycles server requires on top (listed too).
     others = [problem for problem in found if not problem.startswith(variable)]
     assert all(" is required" in problem for problem in others), found

@@ -362,3 +362,19 @@ def test_a_stream_whose_hold_cannot_be_extended_ends_before_it_lapses(
     balance = provisioner.balance("acme")
     assert balance["reserved"] == 0 and balance["spent"] > 0
     assert provisioner.reservation_statuses("acme") == ["COMMITTED"]
+
+
+def test_a_stream_closed_before_its_first_byte_still_settles(
+    app: Flask, provisioner: Provisioner
+) -> None:
+    response = app.test_client().post(
+        "/chat",
+        json={"prompt": PROMPT, "max_tokens": MAX_TOKENS, "stream": True},
+        headers=auth_headers("acme"),
+        buffered=False,
+    )
+    assert response.status_code == 200
+    response.close()  # as a server does when the client is gone before the body starts
+    balance = provisioner.balance("acme")
+    assert balance["reserved"] == 0 and balance["spent"] > 0
+    assert provisioner.reservation_statuses("acme") == ["COMMITTED"]

@@ -11,13 +11,24 @@ from typing import Any
 import pytest
 {%- if cookiecutter.tenant_auth == "trusted_header" %}
 from gunicorn.config import Config
+{%- endif %}
+from gunicorn.errors import AppImportError
+{%- if cookiecutter.tenant_auth == "trusted_header" %}
 from gunicorn.glogging import Logger
 from gunicorn.sock import close_sockets, create_sockets
 {%- endif %}
 
+from {{ cookiecutter.package_name }}.config import ConfigError
+
 CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
 # What the conf file and the app read: none may leak in from the developer's shell.
 READ_PREFIXES = ("APP_", "CYCLES_", "LLM_", "TENANT", "GUNICORN_", "PORT", "MAX_", "DEFAULT_")
+
+
+@pytest.fixture(autouse=True)
+def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hooks choose PROMETHEUS_MULTIPROC_DIR when it is unset: keep that in the test."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
 
 
 def load_conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
@@ -64,6 +75,23 @@ def test_gunicorn_starts_when_the_settings_are_valid(monkeypatch: pytest.MonkeyP
     conf = load_conf(monkeypatch)
     monkeypatch.setenv("APP_ENV", "testing")
     assert conf["on_starting"](SimpleNamespace(pidfile=None)) is None
+
+
+def test_a_worker_reports_an_app_start_up_error_as_gunicorn_app_load_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn prints an AppImportError's message alone (no traceback) and halts."""
+
+    def load_wsgi() -> None:  # the worker building the app, as create_app fails
+        raise ConfigError("CYCLES_LOCAL_PORT=7878: cannot listen; use 0 for any free port")
+
+    worker = SimpleNamespace(load_wsgi=load_wsgi)
+    load_conf(monkeypatch)["post_fork"](SimpleNamespace(), worker)
+    with pytest.raises(AppImportError) as caught:
+        worker.load_wsgi()
+    assert str(caught.value) == (
+        "Error: CYCLES_LOCAL_PORT=7878: cannot listen; use 0 for any free port"
+    )
 {%- if cookiecutter.tenant_auth == "trusted_header" %}
 
 

@@ -119,12 +119,10 @@ def parse_head(raw: bytes) -> Head:
         raise BadRequest(LedgerError(400, "INVALID_REQUEST", "Malformed request line"))
     method, target, version = parts
     headers: dict[str, str] = {}
-    count = 0
-    for line in lines[1:]:
-        line = line.rstrip("\r")
+    for count, raw_line in enumerate(lines[1:], start=1):
+        line = raw_line.rstrip("\r")
         if not line:
             break
-        count += 1
         if count > MAX_HEADERS:
             raise BadRequest(LedgerError(431, "INVALID_REQUEST", "Too many headers"))
         if len(line) > MAX_LINE:

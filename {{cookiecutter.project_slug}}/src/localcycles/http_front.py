@@ -1,11 +1,8 @@
 """The connection front end: one thread multiplexes every connection with ``selectors``.
 
 A thread per connection lets a client that trickles its request hold a thread for as long as
-it likes, and lets a thousand idle clients hold a thousand threads. Here one loop thread
-accepts, reads and parses; complete requests go to a single ledger worker thread, which
-answers them in arrival order (SQLite takes one writer at a time anyway) and sends the
-response straight from that thread when the socket takes it whole. So the thread count is
-fixed, and:
+it likes, and lets a thousand idle clients hold a thousand threads. Here one thread accepts,
+reads, parses and answers, so the thread count is fixed however many clients connect, and:
 
 * a request (head and body) must be complete within ``request_timeout_s`` of its first byte,
   not of its latest byte; past it the client gets a 408 and the connection closes;
@@ -14,22 +11,21 @@ fixed, and:
 * after a final answer the server closes its side and drains what the client still sends for
   ``linger_s``, so the client reads the answer instead of a connection reset.
 
-Each connection has at most one request with the worker; pipelined requests wait in its
-buffer (reading pauses once a buffer holds a whole maximal request) and are answered in order.
-Ownership: the loop thread owns every connection's state; while a request is with the
-worker, the worker only sends on the socket and hands the connection back through
-``_handoff`` (a deque plus a wake-up byte on a socket pair).
+Each turn of the loop reads whatever the ready connections sent, checks the deadlines, then
+answers every request that is now complete. SQLite takes one writer at a time anyway, so the
+requests are answered one after another, and when several are ready together their writes
+share one transaction (``group``: one commit instead of one each, where most of a write's
+cost goes). Their answers leave only after that commit. A connection has at most one request
+being answered; pipelined requests wait in its buffer (reading pauses once it holds a whole
+maximal request) and are answered in order.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import queue
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,7 +53,7 @@ class Limits:
 
 @dataclass
 class Job:
-    """A complete request for the ledger worker."""
+    """A complete request, to be answered."""
 
     conn: Connection
     head: Head
@@ -67,31 +63,31 @@ class Job:
 
 #: Turns a request into its whole response (head and body) and whether to keep the connection.
 Responder = Callable[[Job], tuple[bytes, bool]]
+#: Opens a block whose ledger writes share one transaction, committed when the block exits.
+GroupCommit = Callable[[], contextlib.AbstractContextManager[object]]
 
 
 class Connection:
     """One client connection; its state belongs to the loop thread (see module docstring)."""
 
     __slots__ = (
-        "sock",
-        "inbuf",
-        "scanned",
+        "busy",
+        "close_after",
+        "closed",
+        "deadline",
+        "events",
+        "finishing",
         "head",
         "head_size",
-        "busy",
-        "with_worker",
-        "outbuf",
-        "finishing",
-        "close_after",
-        "deadline",
+        "inbuf",
         "last_progress",
-        "peer_closed",
-        "paused",
-        "doomed",
-        "lingering",
         "linger_until",
-        "events",
-        "closed",
+        "lingering",
+        "outbuf",
+        "paused",
+        "peer_closed",
+        "scanned",
+        "sock",
     )
 
     def __init__(self, sock: socket.socket, now: float) -> None:
@@ -101,7 +97,6 @@ class Connection:
         self.head: Head | None = None  # parsed head of a request whose body is still arriving
         self.head_size = 0
         self.busy = False  # a request is being answered: do not parse the next one yet
-        self.with_worker = False  # the worker holds the current request
         self.outbuf = b""  # unsent bytes, in order
         self.finishing = False  # outbuf ends with the final response of the current request
         self.close_after = False  # close once the final response is out
@@ -109,7 +104,6 @@ class Connection:
         self.last_progress = now  # idle and stalled-write timeouts count from here
         self.peer_closed = False
         self.paused = False  # reading paused: the buffer is full
-        self.doomed = False  # broken while the worker held it: close when it hands back
         self.lingering = False
         self.linger_until = 0.0
         self.events = 0  # selector interest currently registered
@@ -126,27 +120,25 @@ class FrontEnd:
         limits: Limits,
         *,
         timer: Callable[[], float] = time.monotonic,
+        group: GroupCommit | None = None,
     ) -> None:
         self.limits = limits
         self._listener = listener
         self._respond = respond
+        self._group = group
         self._timer = timer
         self._selector = selectors.DefaultSelector()
         self._conns: set[Connection] = set()
         self._active = 0  # connections counted against max_connections (not lingering)
         self._lingering = 0
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._handoff: collections.deque[tuple[Connection, tuple[bytes, bool] | None]] = (
-            collections.deque()
-        )
+        self._ready: list[Job] = []  # complete requests, answered at the end of this turn
+        # stop() writes a byte here so the loop does not sleep out its tick first.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._wake_pending = False
         self._stopping = False
         self._accepting = False
         self._next_sweep = 0.0
-        self._worker: threading.Thread | None = None
         self.rejected = 0  # connections answered 503 over the cap (for tests and benchmarks)
         self.timed_out = 0  # requests answered 408
 
@@ -162,25 +154,22 @@ class FrontEnd:
         self._listener.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._set_accepting(True)
-        self._worker = threading.Thread(target=self._work, name="localcycles-ledger", daemon=True)
-        self._worker.start()
         try:
             while not self._stopping:
-                for key, mask in self._selector.select(TICK_S):
+                for key, mask in self._selector.select(0 if self._ready else TICK_S):
                     if key.data == "listen":
                         self._accept()
-                    elif key.data == "wake":
-                        self._take_handoffs()
-                    else:
+                    elif key.data != "wake":
                         self._on_event(key.data, mask)
+                # Deadlines before answering: after a long answer, what clients sent meanwhile
+                # has been read (above) before anyone is timed out.
                 now = self._timer()
                 if now >= self._next_sweep:
                     self._sweep(now)
+                self._answer_ready()
         finally:
-            self._jobs.put(None)
-            self._worker.join(timeout=5)
             for conn in list(self._conns):
-                self._close(conn, force=True)
+                self._close(conn)
             self._selector.close()
             self._wake_r.close()
             self._wake_w.close()
@@ -188,9 +177,10 @@ class FrontEnd:
     def stop(self) -> None:
         """Ask the loop to finish (from any thread); it closes every connection on its way out."""
         self._stopping = True
-        self._wake()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
 
-    # ------------------------------------------------------------------ loop thread
+    # ------------------------------------------------------------------ the loop
 
     def _set_accepting(self, on: bool) -> None:
         if on and not self._accepting:
@@ -249,21 +239,19 @@ class FrontEnd:
         except OSError:
             self._close(conn)
             return
-        if not data:
+        if not data:  # the client closed its side; answers still due go out first
             conn.peer_closed = True
             if conn.lingering:
                 self._close(conn)
-            elif conn.busy:
-                self._interest(conn)  # the current answer still goes out; then it closes
-            else:
-                self._interest(conn)
+                return
+            self._interest(conn)
+            if not conn.busy:
                 self._advance(conn)  # closes it: only an incomplete request can be left
             return
         if conn.lingering:
             return  # the answer is out; what the client still sends is discarded
         conn.inbuf += data
         conn.last_progress = self._timer()
-        # Order matters (see _deliver): append first, then look at busy.
         if not conn.busy:
             self._advance(conn)
         elif len(conn.inbuf) >= MAX_BUFFERED:
@@ -305,8 +293,8 @@ class FrontEnd:
         body = bytes(buf[conn.head_size : total])
         del buf[:total]
         conn.head, conn.deadline = None, None
-        conn.busy = conn.with_worker = True
-        self._jobs.put(Job(conn, head, body, http_codec.new_request_id()))
+        conn.busy = True
+        self._ready.append(Job(conn, head, body, http_codec.new_request_id()))
 
     def _answer_and_close(
         self, conn: Connection, error: LedgerError, headers: dict[str, str]
@@ -391,19 +379,9 @@ class FrontEnd:
             self._selector.modify(conn.sock, events, conn)
         conn.events = events
 
-    def _close(self, conn: Connection, *, force: bool = False) -> None:
+    def _close(self, conn: Connection) -> None:
         if conn.closed:
             return
-        if conn.with_worker and not force:
-            # The worker may be sending on this socket right now: closing would free the
-            # descriptor under it. Cut the connection; it closes when the worker hands back.
-            conn.doomed = True
-            with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            conn.peer_closed = True
-            self._interest(conn)
-            if conn.with_worker:
-                return
         conn.closed = True
         if conn.events:
             self._selector.unregister(conn.sock)
@@ -438,64 +416,32 @@ class FrontEnd:
             elif not conn.inbuf and now - conn.last_progress >= idle:
                 self._close(conn)
 
-    def _take_handoffs(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
-        # Cleared before the deque is emptied: a hand-off appended from here on sends a new
-        # wake-up byte, so none is left waiting until the next event.
-        self._wake_pending = False
-        while self._handoff:
-            conn, result = self._handoff.popleft()
-            if conn.closed:
-                continue
-            if conn.doomed:
-                self._close(conn)
-            elif result is not None:
-                self._finish(conn, *result)
-            else:
-                self._resume(conn)
-
-    # ------------------------------------------------------------------ worker thread
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+    def _answer_ready(self) -> None:
+        """Answer the complete requests of this turn, in arrival order, then send the answers."""
+        jobs = [job for job in self._ready if not job.conn.closed]
+        self._ready = []
+        if len(jobs) > 1 and self._group is not None:
             try:
-                data, keep_alive = self._respond(job)
-            except Exception:  # the responder renders errors itself; this keeps the worker alive
-                log.exception("localcycles: responder failed")
-                error = LedgerError(500, "INTERNAL_ERROR", "Internal error")
-                data = http_codec.error_response(error, job.request_id, job.head.headers, False)
-                keep_alive = False
-            self._deliver(job.conn, data, keep_alive)
+                with self._group():
+                    answers = [self._answer(job) for job in jobs]
+            except Exception:  # the shared commit failed, so none of these writes was kept
+                log.exception("localcycles: group commit of %d requests failed", len(jobs))
+                answers = [_internal_error(job) for job in jobs]
+        else:
+            answers = [self._answer(job) for job in jobs]
+        for job, (data, keep_alive) in zip(jobs, answers, strict=True):
+            if not job.conn.closed:
+                self._finish(job.conn, data, keep_alive)
 
-    def _deliver(self, conn: Connection, data: bytes, keep_alive: bool) -> None:
-        """Send the response from the worker when the socket takes it whole, else hand it over."""
-        if keep_alive and not conn.outbuf and not conn.doomed:
-            try:
-                sent = conn.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the loop's own send fails the same way and closes the connection
-            if sent == len(data):
-                conn.last_progress = self._timer()
-                conn.with_worker = False
-                conn.busy = False
-                # Order matters (see _on_readable): clear busy first, then look at the buffer.
-                if conn.inbuf or conn.peer_closed or conn.paused or conn.doomed:
-                    self._hand_back(conn, None)
-                return
-            data = data[sent:]
-        conn.with_worker = False
-        self._hand_back(conn, (data, keep_alive))
+    def _answer(self, job: Job) -> tuple[bytes, bool]:
+        try:
+            return self._respond(job)
+        except Exception:  # the responder renders errors itself; this keeps the loop alive
+            log.exception("localcycles: responder failed")
+            return _internal_error(job)
 
-    def _hand_back(self, conn: Connection, result: tuple[bytes, bool] | None) -> None:
-        self._handoff.append((conn, result))
-        self._wake()
 
-    def _wake(self) -> None:
-        if not self._wake_pending:
-            self._wake_pending = True
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"\0")
+def _internal_error(job: Job) -> tuple[bytes, bool]:
+    """A 500 for ``job`` that closes the connection."""
+    error = LedgerError(500, "INTERNAL_ERROR", "Internal error")
+    return http_codec.error_response(error, job.request_id, job.head.headers, False), False

@@ -39,7 +39,7 @@ def hash_key(secret: str) -> str:
 
 
 def key_prefix(secret: str) -> str:
-    """What is stored and shown of a key: at most 6 characters, never half of it."""
+    """What is stored and shown of a key: at most 6 characters, less than half of it."""
     return secret[: min(6, len(secret) // 2 - 1)]
 
 

@@ -52,11 +52,11 @@ class LocalLedger(KeyStore, BudgetAdmin, ReservationLifecycle, LedgerReads):
         replay_window_days: float = DEFAULT_REPLAY_WINDOW_DAYS,
     ) -> None:
         KeyStore.__init__(self)
+        self.replay_window_days = replay_window_days  # validated before the file is opened
         self.db = Database(db_path)
         self.path = self.db.path
         self.clock: Clock = clock or wall_clock_ms
         self.max_extensions = max_extensions
-        self.replay_window_days = replay_window_days
         self._next_prune_ms = 0
         # The server's background checkpoint thread runs this between checkpoints.
         self.db.maintenance = self.prune_if_due

@@ -123,9 +123,8 @@ class Api:
         if len(reservation_id) > 128:
             raise invalid("reservation_id must be at most 128 characters")
         action = match.group(2)
-        return f"/v1/reservations/{{id}}/{action}" if action else "/v1/reservations/{id}", [
-            reservation_id
-        ]
+        route = f"/v1/reservations/{{id}}/{action}" if action else "/v1/reservations/{id}"
+        return route, [reservation_id]
 
     # ------------------------------------------------------------------ auth
 

@@ -1,9 +1,9 @@
 """The local server: a listening socket, the selector front end and the protocol routes.
 
-``http_front`` multiplexes every connection on one thread and hands complete requests to one
-ledger worker thread; ``http_codec`` parses and renders the HTTP/1.1 messages; ``routes``
-turns a request into a protocol response. The thread count stays fixed however many clients
-connect (see ``http_front`` for the limits: request deadline, idle timeout, connection cap).
+``http_front`` serves every connection from one thread (request deadline, idle timeout,
+connection cap, group commit); ``http_codec`` parses and renders the HTTP/1.1 messages;
+``routes`` turns a request into a protocol response. The thread count stays fixed however
+many clients connect.
 """
 
 from __future__ import annotations
@@ -80,7 +80,13 @@ class LocalCyclesServer:
             )
             self.port = int(listener.getsockname()[1])
             self._listener = listener
-            self._front = FrontEnd(listener, self._respond, self.limits, timer=self._timer)
+            self._front = FrontEnd(
+                listener,
+                self._respond,
+                self.limits,
+                timer=self._timer,
+                group=self.ledger.db.group_commit,
+            )
         return self
 
     def start(self) -> LocalCyclesServer:
@@ -115,7 +121,7 @@ class LocalCyclesServer:
             self._checkpointer = None
 
     def _respond(self, job: Job) -> tuple[bytes, bool]:
-        """Answer one request (on the ledger worker thread): the response bytes, keep-alive."""
+        """Answer one request: the whole response and whether to keep the connection."""
         head = job.head
         started = time.perf_counter()
         keep_alive = head.keep_alive

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import api, bodies, budget, cli, errors
+from . import api, bodies, budget, cli, errors, metrics, request_log
 from .config import Settings
 from .llm import build_provider
 
@@ -35,6 +35,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     )
     errors.init_app(app)
     budget.init_app(app)
+    request_log.init_app(app, metrics.init_app(app), json_lines=settings.log_format == "json")
     app.register_blueprint(api.bp)
     cli.init_app(app)
     return app

@@ -1,26 +1,44 @@
-"""The HTTP API: health, budget-guarded LLM routes and the caller's budget.
+"""The HTTP API: health, budget-guarded LLM routes, the caller's budget, the API document.
 
 Three blueprints, nested so that each hook runs exactly where it belongs:
 
-- ``api``: ``GET /healthz``, open to anyone;
+- ``api``: ``GET /healthz``, ``GET /readyz`` and ``GET /openapi.json``, open to anyone;
 - ``api.tenant``: every route that acts for a tenant; resolves the caller first (401);
 - ``api.tenant.llm``: the LLM routes; each is ``@guarded``: its body is validated and its
   worst-case cost reserved with Cycles before the view runs.
+
+Bodies in and out are the typed models of ``models.py``; ``openapi.py`` documents them.
+(``GET /metrics`` lives in ``metrics.py``.)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel
 
-from . import tenancy
-from .bodies import allow_fields, bool_field, int_field, text_field
+from . import openapi, tenancy
+from .bodies import validate
 from .budget import get_budgets
 from .config import Settings
-from .errors import ApiError
+from .errors import ApiError, error_response
 from .guard import GuardedCall, GuardedCompletion, LlmCall, guarded
+from .models import (
+    Balance,
+    BudgetResponse,
+    ChatRequest,
+    ChatResponse,
+    HealthResponse,
+    ReadyResponse,
+    SummarizeRequest,
+    SummaryResponse,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__)
 tenant_bp = Blueprint("tenant", __name__)
@@ -33,10 +51,41 @@ SUMMARY_SYSTEM_PROMPT = (
 tenant_bp.before_request(tenancy.authenticate)
 
 
+def model_response(model: BaseModel, status: int = 200) -> Response:
+    response = jsonify(model.model_dump(mode="json", exclude_none=True))
+    response.status_code = status
+    return response
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness: the process serves requests (it does not call Cycles or the LLM)."""
-    return jsonify(status="ok")
+    return model_response(HealthResponse())
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: Cycles answers a cheap call (one tenant's balances) within its timeouts.
+
+    503 when it does not, unless ``CYCLES_FAIL_OPEN`` serves without Cycles ("degraded").
+    """
+    budgets = get_budgets(current_app)
+    settings = budgets.settings
+    try:
+        budgets.balances(settings.tenants[0])
+    except ApiError as error:
+        if error.error == "rate_limited":
+            return model_response(ReadyResponse())  # it answered: it is up, just busy
+        if settings.cycles_fail_open:
+            return model_response(ReadyResponse(status="degraded"))
+        return error_response(503, "not_ready", f"Cycles is not answering ({error.error}).")
+    return model_response(ReadyResponse())
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    """The API document (OpenAPI 3.1) of this app, with its limits and its auth scheme."""
+    return jsonify(openapi.document(current_app))
 
 
 # --- guarded LLM routes ------------------------------------------------------------------
@@ -44,21 +93,20 @@ def healthz() -> Response:
 
 
 def parse_chat(body: Mapping[str, Any], settings: Settings) -> LlmCall:
-    allow_fields(body, "prompt", "max_tokens", "stream")
-    prompt = text_field(body, "prompt", settings.max_prompt_chars)
-    max_tokens = int_field(
-        body, "max_tokens", settings.default_max_tokens, 1, settings.max_tokens_limit
+    chat = validate(ChatRequest, body, settings)
+    return LlmCall(
+        route="chat",
+        prompt=chat.prompt,
+        max_tokens=chat.output_limit(settings),
+        stream=chat.stream,
     )
-    stream = bool_field(body, "stream", False)
-    return LlmCall(route="chat", prompt=prompt, max_tokens=max_tokens, stream=stream)
 
 
 def parse_summarize(body: Mapping[str, Any], settings: Settings) -> LlmCall:
-    allow_fields(body, "text")
-    text = text_field(body, "text", settings.max_prompt_chars)
+    summarize = validate(SummarizeRequest, body, settings)
     return LlmCall(
         route="summarize",
-        prompt=text,
+        prompt=summarize.text,
         max_tokens=settings.default_max_tokens,
         system=SUMMARY_SYSTEM_PROMPT,
     )
@@ -69,29 +117,27 @@ def parse_summarize(body: Mapping[str, Any], settings: Settings) -> LlmCall:
 def chat(call: GuardedCall) -> Response:
     if call.call.stream:
         return call.stream()
-    return completion_response("text", call.complete())
+    result = call.complete()
+    return model_response(ChatResponse(text=result.completion.text, **_completion(result)))
 
 
 @llm_bp.post("/summarize")
 @guarded(parse_summarize)
 def summarize(call: GuardedCall) -> Response:
-    return completion_response("summary", call.complete())
+    result = call.complete()
+    return model_response(SummaryResponse(summary=result.completion.text, **_completion(result)))
 
 
-def completion_response(field: str, result: GuardedCompletion) -> Response:
+def _completion(result: GuardedCompletion) -> dict[str, Any]:
     completion = result.completion
-    return jsonify(
-        {
-            field: completion.text,
-            "model": completion.model,
-            "max_tokens": result.max_tokens,
-            "usage": {
-                "input_tokens": completion.input_tokens,
-                "output_tokens": completion.output_tokens,
-            },
-            "cost_usd_microcents": result.cost,
-        }
-    )
+    return {
+        "model": completion.model,
+        "max_tokens": result.max_tokens,
+        "usage": Usage(
+            input_tokens=completion.input_tokens, output_tokens=completion.output_tokens
+        ),
+        "cost_usd_microcents": result.cost,
+    }
 
 
 # --- the caller's budget -----------------------------------------------------------------
@@ -105,12 +151,8 @@ def budget() -> Response:
     if asked is not None and asked != tenant:
         raise ApiError(403, "forbidden", "You can only see your own budget.")
     balances = get_budgets(current_app).balances(tenant)
-    return jsonify(
-        {
-            "tenant": tenant,
-            "unit": "USD_MICROCENTS",
-            "balances": [vars(balance) for balance in balances],
-        }
+    return model_response(
+        BudgetResponse(tenant=tenant, balances=[Balance(**vars(b)) for b in balances])
     )
 
 

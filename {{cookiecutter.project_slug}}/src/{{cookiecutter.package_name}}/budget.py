@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +31,11 @@ from .config import (
     cycles_call_budget_ms,
 )
 from .denycache import DenyCache
+from .devledger import EmbeddedCycles
 from .heartbeat import HoldKeeper
 from .runcycles_compat import SettlementRetry
 
 EXTENSION = "cycles"
-# `flask cycles ...` finds the embedded ledger here (see cli.py).
-LOCAL_SERVER_EXTENSION = "cycles_local_server"
 
 
 @dataclass(frozen=True)
@@ -51,28 +50,39 @@ class Balance:
     debt: int
 
 
+@dataclass(frozen=True)
+class CyclesConnection:
+    """A Cycles server and the API key each app tenant uses on it."""
+
+    base_url: str
+    api_keys: Mapping[str, str]
+    ledger: EmbeddedCycles | None = None  # the embedded ledger, when it is the server
+
+
 class CyclesBudgets:
     """The app's Cycles clients and how app tenants map to Cycles subjects."""
 
     def __init__(
         self,
         settings: Settings,
-        base_url: str,
-        api_keys: Mapping[str, str],
+        connect: Callable[[], CyclesConnection],
         *,
         embedded: bool,
     ) -> None:
-        """``api_keys``: the Cycles API key used for each app tenant."""
+        """``connect()`` says where Cycles is; it runs on first use (see :meth:`connection`)."""
         self.settings = settings
         self.fail_open = settings.cycles_fail_open
-        self._base_url = base_url
-        self._api_keys = dict(api_keys)
+        self._connect = connect
+        self._connection: CyclesConnection | None = None
+        self._connect_lock = threading.Lock()
         # Tests and the embedded ledger must not hold process exit for pending commits:
         # they stay in the journal and replay on the next start.
         self._flush_timeout = 0.0 if settings.app_env == "testing" or embedded else 10.0
         # One client per distinct key, made on first use (each costs a TLS context): a
         # CyclesClient is thread-safe, and a Cycles key belongs to one Cycles tenant.
         self._clients: dict[str, CyclesClient] = {}
+        # metrics.init_app swaps in a client that times each call.
+        self.client_factory: Callable[[CyclesConfig], CyclesClient] = CyclesClient
         self._retries: dict[str, SettlementRetry] = {}
         self._lock = threading.Lock()
         # Recent denials per app tenant: a tenant out of budget is answered from here.
@@ -98,6 +108,17 @@ class CyclesBudgets:
         the longest provider pause, then a commit, with runcycles' margin to spare."""
         return self.settings.llm_timeout + self.call_budget_s() + CYCLES_SAFETY_MARGIN_MS / 1000
 
+    def connection(self) -> CyclesConnection:
+        """Where Cycles is and the key of each tenant; the embedded ledger starts here.
+
+        Lazily, so commands that never talk to Cycles (``flask --help``, ``flask routes``)
+        start no ledger; the first request or ``flask cycles`` command does.
+        """
+        with self._connect_lock:
+            if self._connection is None:
+                self._connection = self._connect()
+            return self._connection
+
     def client_for(self, tenant: str) -> CyclesClient:
         return self._client_and_retry(tenant)[0]
 
@@ -106,19 +127,20 @@ class CyclesBudgets:
         return self._client_and_retry(tenant)[1]
 
     def _client_and_retry(self, tenant: str) -> tuple[CyclesClient, SettlementRetry]:
-        key = self._api_keys[tenant]
+        connection = self.connection()
+        key = connection.api_keys[tenant]
         with self._lock:
             client = self._clients.get(key)
             if client is None:
                 config = CyclesConfig(
-                    base_url=self._base_url,
+                    base_url=connection.base_url,
                     api_key=key,
                     connect_timeout=self.settings.cycles_connect_timeout,
                     read_timeout=self.settings.cycles_read_timeout,
                     retry_flush_timeout=self._flush_timeout,
                     journal_dir=str(self.settings.cycles_journal_dir),
                 )
-                client = self._clients[key] = CyclesClient(config)
+                client = self._clients[key] = self.client_factory(config)
                 self._retries[key] = SettlementRetry(config, client)
             return client, self._retries[key]
 
@@ -131,6 +153,10 @@ class CyclesBudgets:
             retry.flush(self._flush_timeout)
         for client in clients:
             client.close()
+        with self._connect_lock:
+            connection, self._connection = self._connection, None
+        if connection is not None and connection.ledger is not None:
+            connection.ledger.stop()
 {%- if cookiecutter.tenant_isolation == "workspace" %}
 
     def subject_for(self, tenant: str) -> Subject:
@@ -197,22 +223,32 @@ def get_budgets(app: Flask) -> CyclesBudgets:
 
 
 def init_app(app: Flask) -> None:
-    """Connect ``app`` to Cycles (starting the embedded ledger when configured)."""
+    """Connect ``app`` to Cycles: its server, or the embedded ledger (started on first use)."""
     settings: Settings = app.extensions["settings"]
     if settings.uses_local_cycles:
-        embedded = devledger.start(settings)
-        app.extensions[LOCAL_SERVER_EXTENSION] = embedded
-        base_url = embedded.base_url
-        api_keys = {tenant: embedded.api_key_for(tenant) for tenant in settings.tenants}
+
+        def connect() -> CyclesConnection:
+            embedded = devledger.start(settings)
+            keys = {tenant: embedded.api_key_for(tenant) for tenant in settings.tenants}
+            return CyclesConnection(embedded.base_url, keys, embedded)
+
         if settings.app_env != "testing":
             atexit.register(close, app)
     else:
-        base_url = settings.cycles_base_url
-        api_keys = configured_api_keys(settings)
+        server = CyclesConnection(settings.cycles_base_url, configured_api_keys(settings))
+
+        def connect() -> CyclesConnection:
+            return server
+
     app.extensions[EXTENSION] = CyclesBudgets(
-        settings, base_url, api_keys, embedded=settings.uses_local_cycles
+        settings, connect, embedded=settings.uses_local_cycles
     )
     cycles_errors.init_app(app)
+
+
+def local_server(app: Flask) -> EmbeddedCycles | None:
+    """The app's embedded ledger (started now if it was not yet), or None with a server."""
+    return get_budgets(app).connection().ledger
 
 
 def configured_api_keys(settings: Settings) -> dict[str, str]:
@@ -238,6 +274,3 @@ def close(app: Flask) -> None:
     budgets = app.extensions.pop(EXTENSION, None)
     if budgets is not None:
         budgets.close()
-    embedded = app.extensions.pop(LOCAL_SERVER_EXTENSION, None)
-    if embedded is not None:
-        embedded.stop()

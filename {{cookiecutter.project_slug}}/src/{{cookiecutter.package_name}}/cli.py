@@ -27,6 +27,7 @@ from runcycles import Unit
 
 from . import budget
 from .config import TENANT_ID_RE, TENANT_ID_RULE, Settings{% if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
+from .devledger import EmbeddedCycles
 from .errors import ApiError
 from .pricing import format_usd, usd_to_microcents
 
@@ -109,9 +110,9 @@ def get_settings(app: Flask) -> Settings:
     return settings
 
 
-def _local_server(app: Flask) -> Any:
+def _local_server(app: Flask) -> EmbeddedCycles:
     """The embedded ledger this process started (development), or a clear error."""
-    server = app.extensions.get(budget.LOCAL_SERVER_EXTENSION)
+    server = budget.local_server(app)
     if server is None:
         raise click.ClickException("the embedded Cycles ledger is not running in this process")
     return server
@@ -123,9 +124,9 @@ def admin_endpoint(app: Flask) -> Endpoint:
         if not settings.cycles_admin_api_key:
             raise click.ClickException("CYCLES_ADMIN_API_KEY is not set (the admin server's key)")
         url, key = settings.cycles_admin_url, settings.cycles_admin_api_key
-    elif settings.uses_local_cycles:
+    elif settings.uses_local_cycles and _local_server(app).admin_key:
         server = _local_server(app)
-        url, key = server.base_url, server.admin_key
+        url, key = server.base_url, str(server.admin_key)
     else:
         raise click.ClickException(
             "CYCLES_ADMIN_URL is not set: the Cycles admin server, e.g. http://cycles-admin:7979"
@@ -188,13 +189,17 @@ def dollars(text: str, *, positive: bool = False) -> int:
 
 
 def read_keys_file(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of an env file (as :func:`write_keys_file` writes them)."""
     if not path.exists():
         return {}
     values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         name, sep, raw = line.strip().partition("=")
         if sep and not name.startswith("#"):
-            parts = shlex.split(raw)
+            try:
+                parts = shlex.split(raw)
+            except ValueError:
+                raise click.ClickException(f"{path}:{number}: not a NAME=value line") from None
             values[name.strip()] = parts[0] if parts else ""
     return values
 
@@ -208,9 +213,12 @@ def write_keys_file(path: Path, values: Mapping[str, str]) -> None:
     tmp.replace(path)
 
 
-def file_tenant_keys(file_values: Mapping[str, str]) -> dict[str, str]:
-    """The keys file's ``CYCLES_TENANT_API_KEYS`` pairs (tenant isolation), by tenant."""
+def recorded_keys(file_values: Mapping[str, str]) -> dict[str, str]:
+    """The runtime keys a keys file holds, by Cycles tenant (as budget.key_settings wrote
+    them: ``CYCLES_TENANT`` + ``CYCLES_API_KEY``, or ``CYCLES_TENANT_API_KEYS`` pairs)."""
     keys = {}
+    if file_values.get("CYCLES_TENANT") and file_values.get("CYCLES_API_KEY"):
+        keys[file_values["CYCLES_TENANT"]] = file_values["CYCLES_API_KEY"]
     for item in file_values.get("CYCLES_TENANT_API_KEYS", "").split(","):
         tenant, _, key = (part.strip() for part in item.partition("="))
         if tenant and key:
@@ -218,23 +226,47 @@ def file_tenant_keys(file_values: Mapping[str, str]) -> dict[str, str]:
     return keys
 
 
-def candidate_keys(app: Flask, file_values: Mapping[str, str]) -> list[str]:
-    """Runtime keys that may already exist: the keys file's, then the app's own settings'."""
+def key_check_url(app: Flask) -> str | None:
+    """The runtime server that shares keys with the admin API in use, if there is one to ask.
+
+    The embedded ledger serves both; an admin server goes with ``CYCLES_BASE_URL``, unless
+    that is the embedded ledger (the compose bootstrap), whose keys are another ledger's.
+    """
     settings = get_settings(app)
-    found = [file_values.get("CYCLES_API_KEY", ""), *file_tenant_keys(file_values).values()]
-    found += [settings.cycles_api_key or "", *settings.cycles_tenant_api_keys.values()]
+    if settings.cycles_admin_url:
+        return None if settings.uses_local_cycles else settings.cycles_base_url.rstrip("/")
+    return runtime_url(app)
+
+
+def app_keys(app: Flask) -> list[str]:
+    """The runtime keys the app is configured with (or the embedded ledger gave it)."""
+    settings = get_settings(app)
+    found = [settings.cycles_api_key or "", *settings.cycles_tenant_api_keys.values()]
     if settings.uses_local_cycles:
         found += [_local_server(app).api_key_for(tenant) for tenant in settings.tenants]
-    return list(dict.fromkeys(key for key in found if key))
+    return found
 
 
-def key_works(app: Flask, key: str, cycles_tenant: str) -> bool:
-    """Whether the Cycles server takes ``key`` as ``cycles_tenant``'s runtime key."""
-    runtime = Endpoint(runtime_url(app), {"X-Cycles-API-Key": key})
+def key_works(url: str, key: str, cycles_tenant: str) -> bool:
+    """Whether the Cycles server at ``url`` takes ``key`` as ``cycles_tenant``'s key."""
+    runtime = Endpoint(url, {"X-Cycles-API-Key": key})
     status, _ = runtime.call(
         "GET", "/v1/balances", params={"tenant": cycles_tenant}, accept=(200, 401, 403)
     )
     return status == 200
+
+
+def existing_key(app: Flask, cycles_tenant: str, recorded: Mapping[str, str]) -> str | None:
+    """A runtime key of ``cycles_tenant`` that exists already: the keys file's or the app's
+    own, if the Cycles server takes it (with no server to ask, the keys file's)."""
+    url = key_check_url(app)
+    if url is None:
+        return recorded.get(cycles_tenant)
+    candidates = [recorded.get(cycles_tenant, ""), *recorded.values(), *app_keys(app)]
+    for key in dict.fromkeys(key for key in candidates if key):
+        if key_works(url, key, cycles_tenant):
+            return key
+    return None
 
 
 # --- provisioning ----------------------------------------------------------------------
@@ -260,14 +292,13 @@ def create_api_key(admin: Endpoint, tenant_id: str, name: str) -> str:
 
 
 def runtime_key(
-    app: Flask, admin: Endpoint, cycles_tenant: str, candidates: Sequence[str], rotate: bool
+    app: Flask, admin: Endpoint, cycles_tenant: str, recorded: Mapping[str, str], rotate: bool
 ) -> str:
-    """``cycles_tenant``'s runtime key: a working one reused, else (or if rotating) new."""
-    if not rotate:
-        for key in candidates:
-            if key_works(app, key, cycles_tenant):
-                click.echo(f"api key for {cycles_tenant}: exists (reused)")
-                return key
+    """``cycles_tenant``'s runtime key: an existing one reused, else (or if rotating) new."""
+    existing = None if rotate else existing_key(app, cycles_tenant, recorded)
+    if existing is not None:
+        click.echo(f"api key for {cycles_tenant}: exists (reused)")
+        return existing
     key = create_api_key(admin, cycles_tenant, get_settings(app).cycles_app)
     if rotate:
         click.echo(
@@ -334,19 +365,19 @@ def provision(
     names = [check_tenant_id(name) for name in tenant_ids] or list(get_settings(app).tenants)
     admin = admin_endpoint(app)
     known = read_keys_file(keys_file) if keys_file else {}
-    candidates = candidate_keys(app, known)
+    recorded = recorded_keys(known)
     homes = [budget_home(app, name) for name in names]
     keys: dict[str, str] = {}
     for home in homes:
         if home.cycles_tenant not in keys:
             create_tenant(admin, home.cycles_tenant)
             keys[home.cycles_tenant] = runtime_key(
-                app, admin, home.cycles_tenant, candidates, rotate_keys
+                app, admin, home.cycles_tenant, recorded, rotate_keys
             )
     for home in homes:
         create_budget(admin, home.cycles_tenant, home.scope, microcents)
     # Keys of tenants not provisioned this time stay in the file as they were.
-    values = budget.key_settings(get_settings(app), {**file_tenant_keys(known), **keys})
+    values = budget.key_settings(get_settings(app), {**recorded, **keys})
     if keys_file:
         write_keys_file(keys_file, {**known, **values})
         click.echo(f"settings written to {keys_file}")

@@ -23,6 +23,7 @@ AppEnv = Literal["development", "testing", "production"]
 TenantAuth = Literal["api_key", "trusted_header"]
 TenantIsolation = Literal["workspace", "tenant"]
 CyclesMode = Literal["enforce", "shadow"]
+LogFormat = Literal["json", "text"]
 
 # Chosen when the project was generated; changing them means changing code, not settings.
 TENANT_AUTH: TenantAuth = "{{ cookiecutter.tenant_auth }}"
@@ -144,6 +145,10 @@ class Settings:
     max_prompt_chars: int
     default_max_tokens: int
     max_tokens_limit: int
+    # Observability (metrics.py, request_log.py)
+    metrics_token: str | None = field(repr=False)  # GET /metrics needs it as a bearer token
+    log_format: LogFormat  # request log lines: json (production default) or text
+    prometheus_multiproc_dir: Path | None  # set: metrics add up every worker's files there
 
     @property
     def uses_local_cycles(self) -> bool:
@@ -171,6 +176,12 @@ def _quoted(value: str) -> str:
     """A non-secret value as it appears in a message: quoted, on one line, not too long."""
     text = repr(value)
     return text if len(text) <= 60 else text[:56] + "...'"
+
+
+def _number_text(value: float) -> str:
+    """A parsed number as it appears in a message (a 4,000-digit one is cut short)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "..."
 
 
 @dataclass(frozen=True)
@@ -219,14 +230,16 @@ class _Reader:
     def number(self, name: str, default: str, low: float, high: float) -> float:
         value, parsed = self.parse(name, default, float, "a number")
         if parsed and not low <= value <= high:  # also refuses nan
-            self.note(name, f"{name}={value!r} is out of range: expected {low:g}..{high:g}")
+            shown = _number_text(value)
+            self.note(name, f"{name}={shown} is out of range: expected {low:g}..{high:g}")
             return float(default)
         return value
 
     def integer(self, name: str, default: str, low: int, high: int) -> int:
         value, parsed = self.parse(name, default, int, "a whole number")
         if parsed and not low <= value <= high:
-            self.note(name, f"{name}={value!r} is out of range: expected {low}..{high}")
+            shown = _number_text(value)
+            self.note(name, f"{name}={shown} is out of range: expected {low}..{high}")
             return int(default)
         return value
 
@@ -344,6 +357,8 @@ class _Reader:
         admin_url = self.url("CYCLES_ADMIN_URL")
         local_port = self.integer("CYCLES_LOCAL_PORT", "0", 0, 65_535)
         max_prompt_chars = self.integer("MAX_PROMPT_CHARS", "20000", 1, 10_000_000)
+        log_format = self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text"))
+        multiproc_dir = self.raw("PROMETHEUS_MULTIPROC_DIR")
         if self.problems:
             raise ConfigError(self.problems)
 
@@ -380,6 +395,9 @@ class _Reader:
             max_prompt_chars=max_prompt_chars,
             default_max_tokens=default_max_tokens,
             max_tokens_limit=max_tokens_limit,
+            metrics_token=self.raw("METRICS_TOKEN"),
+            log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
+            prometheus_multiproc_dir=Path(multiproc_dir) if multiproc_dir else None,
         )
 
     def cycles_base_url(self) -> str:
@@ -479,11 +497,13 @@ class _Reader:
         names = [t.strip() for t in (self.raw(name) or "").split(",") if t.strip()]
 {%- if cookiecutter.tenant_isolation == "tenant" %}
         if not names:
+            if not self.fine("CYCLES_TENANT_API_KEYS"):
+                return _Callers({}, (), valid=False)  # the tenants are not known yet
             names = list(tenant_api_keys)  # one Cycles key per tenant names them all
 {%- endif %}
         if not names and dev_defaults:
             names = list(DEV_TENANTS)
-        if not names and self.fine("CYCLES_TENANT_API_KEYS"):
+        if not names:
             self.note(name, f"{name} is required: the comma-separated tenant ids the app serves")
         tenants = tuple(dict.fromkeys(self.tenant_id(name, t) for t in names))
         return _Callers({}, tenants, valid=self.fine(name))

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from flask import Flask, Response
 from runcycles import CyclesError, CyclesProtocolError, CyclesResponse
 
+from .config import ConfigError
 from .errors import ApiError, error_response
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,14 @@ def init_app(app: Flask) -> None:
         error = classify(status, code, retry)
         log_failure("call", status, code, error)
         return error_response(error.status, error.error, error.message, error.retry_after_ms)
+
+    @app.errorhandler(ConfigError)
+    def handle_unusable_cycles(exc: ConfigError) -> Response:
+        # Raised when the embedded ledger cannot start on first use (e.g. a busy port):
+        # the operator's problem, named in the log; the caller gets a plain 503.
+        log.error("Cycles cannot be reached as configured: %s", exc)
+        error = _api_error(_REJECTED_KEY)
+        return error_response(error.status, error.error, error.message)
 
 
 def _api_error(kind: tuple[int, str, str], retry_after_ms: int | None = None) -> ApiError:

@@ -56,7 +56,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException) -> Response:
         status = exc.code or 500
-        return error_response(status, _http_error_code(exc), exc.description or exc.name)
+        response = error_response(status, _http_error_code(exc), exc.description or exc.name)
+        if "Allow" in (allowed := dict(exc.get_headers())):
+            response.headers["Allow"] = allowed["Allow"]  # a 405 names the methods (RFC 9110)
+        return response
 
     @app.errorhandler(ProviderError)
     def handle_provider_error(exc: ProviderError) -> Response:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from flask import Response, current_app
 
-from . import pricing, reservations, sse, tenancy
+from . import pricing, request_log, reservations, sse, tenancy
 from .bodies import json_body
 from .budget import CyclesBudgets, get_budgets
 from .config import CYCLES_SAFETY_MARGIN_MS, Settings
@@ -76,9 +76,13 @@ def guarded(parse: CallParser) -> Callable[[GuardedView], Callable[[], Response]
             settings: Settings = current_app.extensions["settings"]
             call = parse(json_body(), settings)
             budgets = get_budgets(current_app)
-            hold = reservations.reserve(
-                budgets, tenancy.current_tenant(), call.route, call.estimate()
-            )
+            tenant, estimate = tenancy.current_tenant(), call.estimate()
+            try:
+                hold = reservations.reserve(budgets, tenant, call.route, estimate)
+            except ApiError as refusal:
+                request_log.refused(call.route, tenant, estimate, refusal)
+                raise
+            request_log.reserved(hold)
             guarded_call = GuardedCall(budgets, hold, call, current_app.extensions["llm"])
             try:
                 return view(guarded_call)
@@ -164,7 +168,7 @@ class GuardedCall:
         except BaseException:
             self._streaming = False
             raise
-        return sse.response(run.events(first))
+        return sse.response(_StreamBody(run, first))
 
     def release_unless_used(self, reason: str) -> None:
         if not self._streaming:
@@ -222,18 +226,18 @@ class _StreamRun:
         except StopIteration:
             return None
         except ProviderError:
-            self._close_provider()
+            self.close_provider()
             if self._generated_nothing():
                 reservations.release(self.guarded.budgets, self.guarded.hold, "provider_error")
             else:
-                self._settle()
+                self.settle()
             raise
         except BaseException:
-            self._close_provider()
-            self._settle()
+            self.close_provider()
+            self.settle()
             raise
 
-    def events(self, first: str | None) -> Iterator[bytes]:
+    def events(self, first: str | None) -> Generator[bytes, None, None]:
         error: ApiError | None = None
         try:
             if first is not None:
@@ -242,8 +246,8 @@ class _StreamRun:
         finally:
             # Also reached when the client hangs up (GeneratorExit at a yield): the
             # provider is stopped and what it generated until then is charged.
-            self._close_provider()
-            cost = self._settle()
+            self.close_provider()
+            cost = self.settle()
         if error is not None:
             yield sse.event("error", {"error": error.error, "message": error.message})
             return
@@ -268,7 +272,7 @@ class _StreamRun:
                 return ApiError(502, "provider_error", "The language model provider failed.")
             yield sse.event("delta", {"text": delta})
 
-    def _settle(self) -> int:
+    def settle(self) -> int:
         usage = self._usage()
         cost = pricing.cost(usage.input_tokens, usage.output_tokens)
         settle(self.guarded, cost, usage)
@@ -304,7 +308,7 @@ class _StreamRun:
     def _generated_nothing(self) -> bool:
         return self.progress.text_bytes == 0 and not self.progress.output_tokens
 
-    def _close_provider(self) -> None:
+    def close_provider(self) -> None:
         close = getattr(self.deltas, "close", None)
         if close is not None:
             close()
@@ -324,6 +328,27 @@ def settle(
             guarded.max_tokens,
         )
     return reservations.settle(guarded.budgets, guarded.hold, cost, usage)
+
+
+class _StreamBody:
+    """The response body of a stream; closing it settles the hold even if it never ran.
+
+    A server closes the body when the client is gone; one that goes before the first
+    byte is sent never starts the generator, whose own cleanup would then never run.
+    """
+
+    def __init__(self, run: _StreamRun, first: str | None) -> None:
+        self._run = run
+        self._events = run.events(first)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events
+
+    def close(self) -> None:
+        self._events.close()
+        if not self._run.guarded.hold.settled:
+            self._run.close_provider()
+            self._run.settle()
 
 
 class _Overran(Exception):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from runcycles import CyclesMetrics, CyclesResponse
 
-from . import cycles_errors
+from . import cycles_errors, request_log
 from .errors import ApiError
 
 if TYPE_CHECKING:
@@ -60,6 +60,10 @@ class Hold:
     extendable: bool = True  # False once Cycles refused an extension for good
     settled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The request this hold serves (its id goes to Cycles; its log line notes the charge).
+    trace: request_log.RequestTrace | None = field(
+        default_factory=request_log.current_trace, repr=False
+    )
 
     @property
     def held(self) -> bool:
@@ -153,7 +157,7 @@ def _create(
         "action": action_body(budgets),
         "estimate": {"unit": UNIT, "amount": estimate},
         "ttl_ms": budgets.settings.cycles_reservation_ttl_ms,
-        "metadata": {"route": route},
+        "metadata": {"route": route, **_request_metadata(request_log.current_trace())},
     }
     if dry_run:
         body["dry_run"] = True
@@ -166,8 +170,11 @@ def settle(budgets: CyclesBudgets, hold: Hold, cost: int, usage: Usage) -> Settl
         return None
     budgets.keeper.forget(hold)
     if hold.held:
-        return _commit(budgets, hold, cost, usage)
-    return _record_event(budgets, hold, cost, usage)
+        settlement = _commit(budgets, hold, cost, usage)
+    else:
+        settlement = _record_event(budgets, hold, cost, usage)
+    request_log.settled(hold, usage, settlement)
+    return settlement
 
 
 def release(budgets: CyclesBudgets, hold: Hold, reason: str) -> None:
@@ -175,6 +182,7 @@ def release(budgets: CyclesBudgets, hold: Hold, reason: str) -> None:
     if not hold.claim_settlement():
         return
     budgets.keeper.forget(hold)
+    request_log.released(hold)
     if not hold.held:
         return
     assert hold.reservation_id is not None
@@ -248,6 +256,7 @@ def _commit(budgets: CyclesBudgets, hold: Hold, cost: int, usage: Usage) -> Sett
         "idempotency_key": str(uuid.uuid4()),
         "actual": {"unit": UNIT, "amount": cost},
         "metrics": _metrics(usage),
+        **({"metadata": _request_metadata(hold.trace)} if hold.trace else {}),
     }
     client = budgets.client_for(hold.tenant)
     response = client.commit_reservation(hold.reservation_id, body)
@@ -361,6 +370,7 @@ def _event_body(
     reservation_id: str | None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {"route": hold.route, "mode": hold.mode}
+    metadata.update(_request_metadata(hold.trace))
     if reservation_id is not None:
         metadata["reservation_id"] = reservation_id
     return {
@@ -405,6 +415,11 @@ def _charged(body: object, default: int) -> int:
     charged = body.get("charged") if isinstance(body, dict) else None
     amount = charged.get("amount") if isinstance(charged, dict) else None
     return amount if isinstance(amount, int) and not isinstance(amount, bool) else default
+
+
+def _request_metadata(trace: request_log.RequestTrace | None) -> dict[str, str]:
+    """Ties a Cycles record to the app request (X-Request-ID) that caused it."""
+    return {} if trace is None else {"request_id": trace.request_id}
 
 
 def _text(value: object) -> str | None:

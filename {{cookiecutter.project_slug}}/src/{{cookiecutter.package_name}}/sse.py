@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Response
@@ -17,7 +17,7 @@ def event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {payload}\n\n".encode()
 
 
-def response(events: Iterator[bytes]) -> Response:
+def response(events: Iterable[bytes]) -> Response:
     return Response(
         events,
         mimetype=MIMETYPE,

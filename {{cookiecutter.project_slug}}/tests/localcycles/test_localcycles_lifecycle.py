@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
-from localcycles_testkit import LC_TENANT, LC_UNIT, reservation_body
+from localcycles_testkit import LC_ADMIN_KEY, LC_TENANT, LC_UNIT, reservation_body
 from runcycles import (
     Action,
     Amount,
@@ -39,7 +40,7 @@ def figures(ledger: LocalLedger, scope: str) -> tuple[int, int, int, int]:
 
 
 def test_decorator_reserves_and_commits_actual_with_metrics(
-    lc_ledger: LocalLedger, lc_client: CyclesClient
+    lc_ledger: LocalLedger, lc_client: CyclesClient, lc_http: httpx.Client
 ) -> None:
     lc_ledger.set_budget("tenant:acme", allocated=10_000)
     lc_ledger.set_budget("tenant:acme/workspace:prod", allocated=5_000)
@@ -73,6 +74,14 @@ def test_decorator_reserves_and_commits_actual_with_metrics(
     assert parsed.status.value == "COMMITTED"
     assert parsed.committed is not None and parsed.committed.amount == 600
     assert parsed.affected_scopes == ["tenant:acme", "tenant:acme/workspace:prod"]
+    # The ledger keeps what the call used; the operator sees it with the reservation.
+    used = {"tokens_input": 12, "tokens_output": 34, "model_version": "m-1"}
+    stored = lc_ledger.reservation_metrics(str(seen["reservation_id"])) or {}
+    assert {name: stored.get(name) for name in used} == used  # runcycles adds latency_ms
+    operator = lc_http.get(
+        f"/v1/reservations/{seen['reservation_id']}", headers={"X-Admin-API-Key": LC_ADMIN_KEY}
+    )
+    assert operator.status_code == 200 and operator.json()["committed_metrics"] == stored
 
 
 def test_decorator_releases_when_the_guarded_function_raises(

@@ -107,7 +107,8 @@ def runtime_calls(rid: str) -> list[tuple[str, str, str, dict[str, Any] | None]]
     return [
         ("reservations:create", "POST", "/v1/reservations", reservation_body(1)),
         ("reservations:commit", "POST", f"/v1/reservations/{rid}/commit", commit),
-        ("reservations:release", "POST", f"/v1/reservations/{rid}/release", {"idempotency_key": "r"}),
+        ("reservations:release", "POST", f"/v1/reservations/{rid}/release",
+         {"idempotency_key": "r"}),
         ("reservations:extend", "POST", f"/v1/reservations/{rid}/extend",
          {"idempotency_key": "e", "extend_by_ms": 1000}),
         ("reservations:list", "GET", "/v1/reservations", None),

@@ -188,7 +188,7 @@ def test_a_trickled_head_gets_408_at_its_deadline_not_per_byte(
         assert nothing_received(trickler), f"answered before its deadline (step {step})"
         # Meanwhile the normal client is served, through the real runcycles client.
         reservation = cycles.create_reservation(reservation_body(1_000))
-        assert reservation.status == 200, reservation.body
+        assert reservation.status == 200 and reservation.body is not None, reservation.body
         commit = cycles.commit_reservation(
             reservation.body["reservation_id"],
             {"idempotency_key": f"commit-{step}", "actual": {"unit": LC_UNIT, "amount": 10}},
