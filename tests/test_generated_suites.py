@@ -61,7 +61,20 @@ def run(
     )
 
 
-@pytest.mark.parametrize("answers", COVER, ids=row_id)
+# Prices that are not whole microcents per token, so the round-up rule matters: a pricing
+# module that rounds down (or drifts through floats) fails this row's suite.
+FRACTIONAL_PRICES = {
+    "tenant_auth": "trusted_header",
+    "tenant_isolation": "workspace",
+    "llm_provider": "anthropic",
+    "input_price_per_million_usd": "0.075",
+    "output_price_per_million_usd": "0.30",
+    "cached_input_price_per_million_usd": "0.0075",
+}
+SUITE_ROWS = [*COVER, FRACTIONAL_PRICES]
+
+
+@pytest.mark.parametrize("answers", SUITE_ROWS, ids=row_id)
 def test_generated_suite_passes(
     bake: Baker,
     answers: dict[str, str],

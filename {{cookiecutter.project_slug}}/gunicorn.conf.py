@@ -135,6 +135,7 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
+    """gunicorn stops: remove the metrics directory it made for this run (not a given one)."""
     for directory in _metrics_dir_made:
         shutil.rmtree(directory, ignore_errors=True)
 {%- if cookiecutter.tenant_auth == "trusted_header" %}

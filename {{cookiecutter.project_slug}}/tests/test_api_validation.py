@@ -32,6 +32,7 @@ JSON = {"Content-Type": "application/json", **auth_headers("acme")}
         ("/chat", "{}", "invalid_request"),
         ("/chat", '{"prompt": 42}', "invalid_request"),
         ("/chat", '{"prompt": "   "}', "invalid_request"),
+        ("/chat", '{"prompt": "\\t\\u3000\\ufeff\\u2028"}', "invalid_request"),
         ("/chat", '{"prompt": "\\ud800 lone surrogate"}', "invalid_request"),
         ("/summarize", '{"text": "a\\udfff"}', "invalid_request"),
         ("/chat", '{"prompt": null}', "invalid_request"),

@@ -238,15 +238,15 @@ class Database:
         """One ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on any error."""
         group = self._group
         if group is not None and group[0] == threading.get_ident():
-            conn = group[1]  # inside group_commit(): a savepoint of its transaction
-            conn.execute("SAVEPOINT request")
+            shared = group[1]  # inside group_commit(): a savepoint of its transaction
+            shared.execute("SAVEPOINT request")
             try:
-                yield conn
+                yield shared
             except BaseException:
-                conn.execute("ROLLBACK TO request")
-                conn.execute("RELEASE request")
+                shared.execute("ROLLBACK TO request")
+                shared.execute("RELEASE request")
                 raise
-            conn.execute("RELEASE request")
+            shared.execute("RELEASE request")
             return
         with self._write_lock:
             conn = self._writer

@@ -10,6 +10,7 @@ stable error codes.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -17,6 +18,13 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from .config import Settings
+
+# What counts as blank: JSON Schema's (ECMAScript's) whitespace, spelled out so that the
+# check here and the "pattern" in the API document agree exactly (Python's str.isspace
+# differs on a few control characters).
+WHITESPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK_PATTERN = f"[^{WHITESPACE}]"
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 
 # Error types raised by the validators below; bodies.py maps them to statuses.
 TEXT_TOO_LONG = "prompt_too_large"
@@ -31,7 +39,7 @@ def _settings(info: ValidationInfo) -> Settings:
 
 def _check_text(value: str, info: ValidationInfo) -> str:
     """Non-blank, encodable (a JSON escape can carry a lone surrogate), within the limit."""
-    if not value.strip():
+    if not _NOT_BLANK.search(value):
         raise PydanticCustomError("blank_text", "must be a non-empty string")
     try:
         value.encode("utf-8")
@@ -187,7 +195,7 @@ def apply_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
     for name in ("prompt", "text"):
         if name in properties:
             properties[name]["maxLength"] = settings.max_prompt_chars
-            properties[name]["pattern"] = r"\S"  # blank text (only whitespace) is refused
+            properties[name]["pattern"] = NOT_BLANK_PATTERN  # blank text is refused
     if "max_tokens" in properties:
         properties["max_tokens"] = {
             "type": "integer",
