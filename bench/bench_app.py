@@ -755,8 +755,9 @@ def main() -> int:
         if log_file is not None:
             log_file.flush()
             lines = (workdir / "gunicorn.log").read_text(errors="replace").splitlines()
-            # Skip the access log (lines starting with the client address).
-            tail = "\n".join([line for line in lines if not line.startswith("127.")][-60:])
+            # Skip the access log and the app's own line per request.
+            quiet = [x for x in lines if not x.startswith("127.") and "request_id=" not in x]
+            tail = "\n".join(quiet[-60:])
             print(f"--- gunicorn log, without the access log ---\n{tail}", file=sys.stderr)
         raise
     finally:

@@ -9,12 +9,13 @@ spent per operation. A lean stdlib http.client load gives the server's own capac
 
 Side by side (issue 11): the same lean load against the shipped selector front end and the
 thread-per-connection server it replaced (that server.py from commit THREADED_BASELINE over
-this ledger, so only the HTTP layer differs), alternating rounds, with the ratios; then each
+this ledger, so only the HTTP layer and its group commit differ), alternating rounds, with the
+ratios (other work on the machine moves them: the load average is printed); then each
 server's thread count while TRICKLERS clients send their request heads a byte at a time, and
 whether a normal client is still served meanwhile.
 
     /work/venv/bin/python bench/bench_localcycles.py [--seconds 4] [--in-process]
-    /work/venv/bin/python bench/bench_localcycles.py --side-by-side-only [--rounds 3]
+    /work/venv/bin/python bench/bench_localcycles.py --side-by-side-only [--rounds 5]
 
 By default the server runs in its own process (as with `flask run` in a second terminal), so
 client and server do not share one GIL; --in-process runs it in a thread of this process.
@@ -312,17 +313,21 @@ def side_by_side(workdir: str, seconds: float, rounds: int) -> None:
         proc, url = spawn_from(parent, db)
         servers[name] = (proc, url, key)
         run(4, 0.5, LeanClient(url, key).lifecycle)  # warm up
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"\nside by side, lean http.client load, 16 threads x 1 keep-alive connection, "
-        f"{seconds:.0f} s per run (threaded = server.py of {THREADED_BASELINE[:7]})"
+        f"{seconds:.0f} s per run (threaded = server.py of {THREADED_BASELINE[:7]}); "
+        f"load average before: {load} on {os.cpu_count()} CPUs"
     )
     rates: dict[str, list[float]] = {name: [] for name in servers}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in servers}
     for round_no in range(1, rounds + 1):
         for name, (proc, url, key) in servers.items():
             srv0 = process_cpu_s(proc.pid)
             latencies, rate = run(16, seconds, LeanClient(url, key).lifecycle)
             server_ms = (process_cpu_s(proc.pid) - srv0) * 1000 / max(1, len(latencies))
             rates[name].append(rate)
+            cpu_ms[name].append(server_ms)
             p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
             print(
                 f"  round {round_no} {name:<9} {rate:>6.0f} lifecycles/s  p50 {p50:6.2f} ms  "
@@ -334,6 +339,12 @@ def side_by_side(workdir: str, seconds: float, rounds: int) -> None:
         f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); medians "
         f"{statistics.median(rates['selector']):.0f} vs {statistics.median(rates['threaded']):.0f}"
         " lifecycles/s"
+    )
+    new_cpu, old_cpu = statistics.median(cpu_ms["selector"]), statistics.median(cpu_ms["threaded"])
+    print(
+        f"server CPU per lifecycle: selector {new_cpu:.3f} ms vs threaded {old_cpu:.3f} ms, so "
+        f"{old_cpu / new_cpu:.2f}x the lifecycles per server CPU second (the capacity ratio "
+        "where the server, not the machine's other work, is the limit)"
     )
     print(f"{TRICKLERS} clients trickling a request head (a byte every 0.25 s) for 7 s:")
     for name, (proc, url, _) in servers.items():
@@ -378,7 +389,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0, help="per phase (7 phases)")
     parser.add_argument("--in-process", action="store_true")
-    parser.add_argument("--rounds", type=int, default=3, help="side-by-side rounds per server")
+    parser.add_argument("--rounds", type=int, default=5, help="side-by-side rounds per server")
     parser.add_argument(
         "--side-by-side-only", action="store_true", help="only threaded vs selector"
     )

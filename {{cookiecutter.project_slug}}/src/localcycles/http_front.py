@@ -259,7 +259,7 @@ class FrontEnd:
             self._interest(conn)
 
     def _advance(self, conn: Connection) -> None:
-        """Parse the next request from the buffer; hand it to the worker once complete."""
+        """Parse the next request from the buffer; once complete, queue it for this turn."""
         buf = conn.inbuf
         if not buf:
             conn.deadline = None

@@ -30,6 +30,7 @@ from .config import (
     Settings,
     cycles_call_budget_ms,
 )
+from .bounded_calls import CallRunner
 from .denycache import DenyCache
 from .devledger import EmbeddedCycles
 from .heartbeat import HoldKeeper
@@ -85,6 +86,8 @@ class CyclesBudgets:
         self.client_factory: Callable[[CyclesConfig], CyclesClient] = CyclesClient
         self._retries: dict[str, SettlementRetry] = {}
         self._lock = threading.Lock()
+        # Completions run here, so a request stops waiting when its hold cannot wait.
+        self.provider_calls = CallRunner()
         # Recent denials per app tenant: a tenant out of budget is answered from here.
         self.deny_cache = DenyCache(settings.cycles_deny_cache_ms)
         # Streams outlive a TTL: one heartbeat extends every live stream's hold, early

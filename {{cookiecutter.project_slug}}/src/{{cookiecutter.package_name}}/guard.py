@@ -17,24 +17,22 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Response, current_app
 
 from . import pricing, request_log, reservations, sse, tenancy
 from .bodies import json_body
+from .bounded_calls import Overran
 from .budget import CyclesBudgets, get_budgets
 from .config import CYCLES_SAFETY_MARGIN_MS, Settings
 from .errors import ApiError
 from .llm import Completion, LLMProvider, ProviderError, StreamProgress
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -123,7 +121,7 @@ class GuardedCall:
         self._check_cap()
         started = time.monotonic()
         try:
-            completion = _run_bounded(
+            completion = self.budgets.provider_calls.run(
                 lambda: self.provider.complete(
                     prompt=self.call.prompt, max_tokens=self.max_tokens, system=self.call.system
                 ),
@@ -132,7 +130,7 @@ class GuardedCall:
         except ProviderError:
             reservations.release(self.budgets, self.hold, "provider_error")
             raise
-        except _Overran:
+        except Overran:
             # The vendor may still be working (and billing): charge the most it can cost.
             self._settle(self.hold.estimate, self._worst_case_usage(started))
             raise ApiError(
@@ -349,39 +347,6 @@ class _StreamBody:
         if not self._run.guarded.hold.settled:
             self._run.close_provider()
             self._run.settle()
-
-
-class _Overran(Exception):
-    """The provider call did not finish in the time its hold allows."""
-
-
-def _run_bounded(call: Callable[[], T], timeout_s: float) -> T:
-    """Run ``call`` in a helper thread and wait at most ``timeout_s`` for it.
-
-    SDK timeouts bound each read, not the whole call, and a provider can ignore them; the
-    hold cannot wait. A call that overruns keeps its thread (it cannot be killed) but the
-    request moves on.
-    """
-    if timeout_s <= 0:
-        raise _Overran
-    done = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:  # handed to the waiting request thread
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="llm-call", daemon=True).start()
-    if not done.wait(timeout_s):
-        raise _Overran
-    if "error" in outcome:
-        raise outcome["error"]
-    value: T = outcome["value"]
-    return value
 
 
 def _ms_since(started: float) -> int:

@@ -338,3 +338,51 @@ def test_a_client_that_hangs_up_mid_request_frees_its_slot(
         loop_barrier(normal)
     assert server.front.open_connections == 1  # the normal client
     assert server.front.rejected == 0
+
+
+def test_expect_100_continue_gets_the_interim_answer_then_the_final_one(
+    server: LocalCyclesServer, api_key: str
+) -> None:
+    body = json.dumps(reservation_body(700)).encode()
+    sock = connect(server)
+    sock.sendall(
+        b"POST /v1/reservations HTTP/1.1\r\nHost: local\r\nExpect: 100-continue\r\n"
+        + f"X-Cycles-API-Key: {api_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    interim = b""
+    while not interim.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        assert chunk, "closed before the interim answer"
+        interim += chunk
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(body)
+    status, _, reserved = Replies(sock).next()
+    assert status == "HTTP/1.1 200 OK" and reserved["decision"] == "ALLOW"
+    sock.close()
+
+
+def test_group_commit_keeps_each_write_apart_and_commits_once(
+    server: LocalCyclesServer,
+) -> None:
+    """The ledger hook behind group commit: one transaction, one savepoint per write."""
+    db = server.ledger.db
+
+    def stored(key: str) -> str | None:
+        with db.read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    with db.group_commit():
+        with db.write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('kept', '1')")
+        with pytest.raises(RuntimeError), db.write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('undone', '1')")
+            raise RuntimeError("this write fails")
+        assert stored("kept") is None  # not committed yet: readers do not see it
+    assert (stored("kept"), stored("undone")) == ("1", None)
+
+    with pytest.raises(RuntimeError), db.group_commit():
+        with db.write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('never', '1')")
+        raise RuntimeError("the whole group fails")
+    assert stored("never") is None
