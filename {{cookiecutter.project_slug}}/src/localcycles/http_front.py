@@ -14,10 +14,12 @@ reads, parses and answers, so the thread count is fixed however many clients con
 Each turn of the loop reads whatever the ready connections sent, checks the deadlines, then
 answers every request that is now complete. SQLite takes one writer at a time anyway, so the
 requests are answered one after another, and when several are ready together their writes
-share one transaction (``group``: one commit instead of one each, where most of a write's
-cost goes). Their answers leave only after that commit. A connection has at most one request
-being answered; pipelined requests wait in its buffer (reading pauses once it holds a whole
-maximal request) and are answered in order.
+share one transaction (``group``: one commit instead of one each; a commit is about a third
+of a reservation's server time). Their answers leave only after that commit. A connection has
+at most one request being answered; pipelined requests wait in its buffer (reading pauses once
+it holds a whole maximal request) and are answered in order. The price of one thread: while a
+request waits for SQLite (another process holding the write lock), every connection waits; a
+thread per connection would have served only the reads meanwhile.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import http_codec
 from .errors import LedgerError
@@ -137,6 +140,7 @@ class FrontEnd:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = False
+        self._serving = False
         self._accepting = False
         self._next_sweep = 0.0
         self.rejected = 0  # connections answered 503 over the cap (for tests and benchmarks)
@@ -151,36 +155,55 @@ class FrontEnd:
 
     def serve_forever(self) -> None:
         """Run the loop on the calling thread until ``stop()``."""
+        self._serving = True
         self._listener.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._set_accepting(True)
         try:
             while not self._stopping:
-                for key, mask in self._selector.select(0 if self._ready else TICK_S):
-                    if key.data == "listen":
-                        self._accept()
-                    elif key.data != "wake":
-                        self._on_event(key.data, mask)
-                # Deadlines before answering: after a long answer, what clients sent meanwhile
-                # has been read (above) before anyone is timed out.
-                now = self._timer()
-                if now >= self._next_sweep:
-                    self._sweep(now)
-                self._answer_ready()
+                self._turn()
         finally:
-            for conn in list(self._conns):
-                self._close(conn)
-            self._selector.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self._release()
 
     def stop(self) -> None:
         """Ask the loop to finish (from any thread); it closes every connection on its way out."""
         self._stopping = True
+        if not self._serving:  # never served: no loop will release what __init__ opened
+            self._release()
+            return
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
 
+    def _release(self) -> None:
+        for conn in list(self._conns):
+            self._close(conn)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
     # ------------------------------------------------------------------ the loop
+
+    def _turn(self) -> None:
+        """Read what is ready, enforce the deadlines, answer the complete requests."""
+        for key, mask in self._selector.select(0 if self._ready else TICK_S):
+            if key.data == "listen":
+                self._accept()
+            elif key.data != "wake":
+                self._guarded(key.data, self._on_event, key.data, mask)
+        # Deadlines before answering: after a long answer, what clients sent meanwhile has
+        # been read (above) before anyone is timed out.
+        now = self._timer()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        self._answer_ready()
+
+    def _guarded(self, conn: Connection, step: Callable[..., None], *args: Any) -> None:
+        """Run one connection's ``step``; a bug in it costs that connection, not the server."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("localcycles: dropping a connection after an error")
+            self._close(conn)
 
     def _set_accepting(self, on: bool) -> None:
         if on and not self._accepting:
@@ -384,7 +407,8 @@ class FrontEnd:
             return
         conn.closed = True
         if conn.events:
-            self._selector.unregister(conn.sock)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(conn.sock)
             conn.events = 0
         conn.sock.close()
         self._conns.discard(conn)
@@ -408,13 +432,14 @@ class FrontEnd:
                     self._close(conn)  # the client stopped reading its answer
             elif conn.deadline is not None and now >= conn.deadline:
                 self.timed_out += 1
-                seconds = f"{self.limits.request_timeout_s:g}"
-                error = LedgerError(
-                    408, "INVALID_REQUEST", f"Request not received within {seconds} s"
-                )
-                self._answer_and_close(conn, error, conn.head.headers if conn.head else {})
+                self._guarded(conn, self._time_out, conn)
             elif not conn.inbuf and now - conn.last_progress >= idle:
                 self._close(conn)
+
+    def _time_out(self, conn: Connection) -> None:
+        seconds = f"{self.limits.request_timeout_s:g}"
+        error = LedgerError(408, "INVALID_REQUEST", f"Request not received within {seconds} s")
+        self._answer_and_close(conn, error, conn.head.headers if conn.head else {})
 
     def _answer_ready(self) -> None:
         """Answer the complete requests of this turn, in arrival order, then send the answers."""
@@ -431,7 +456,7 @@ class FrontEnd:
             answers = [self._answer(job) for job in jobs]
         for job, (data, keep_alive) in zip(jobs, answers, strict=True):
             if not job.conn.closed:
-                self._finish(job.conn, data, keep_alive)
+                self._guarded(job.conn, self._finish, job.conn, data, keep_alive)
 
     def _answer(self, job: Job) -> tuple[bytes, bool]:
         try:

@@ -25,12 +25,12 @@ from flask import Flask
 from runcycles import CyclesClient, CyclesConfig, Subject
 
 from . import cycles_errors, devledger, reservations
+from .bounded_calls import CallRunner
 from .config import (
     CYCLES_SAFETY_MARGIN_MS,
     Settings,
     cycles_call_budget_ms,
 )
-from .bounded_calls import CallRunner
 from .denycache import DenyCache
 from .devledger import EmbeddedCycles
 from .heartbeat import HoldKeeper

@@ -89,8 +89,12 @@ def start(settings: Settings) -> EmbeddedCycles:
     )
     # CYCLES_LOCAL_REPLAY_DAYS, where the settings define it: how long retries replay.
     replay_days = getattr(settings, "cycles_local_replay_days", None)
-    if replay_days is not None:
-        server.ledger.replay_window_days = float(replay_days)
+    try:
+        if replay_days is not None:
+            server.ledger.replay_window_days = float(replay_days)
+    except ValueError as exc:
+        server.ledger.close()
+        raise ConfigError(f"CYCLES_LOCAL_REPLAY_DAYS={replay_days}: {exc}") from None
     try:
         server.start()
     except OSError as exc:

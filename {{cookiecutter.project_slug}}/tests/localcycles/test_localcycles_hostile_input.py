@@ -76,6 +76,9 @@ def body(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=True).encode()
 
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the interim answer to Expect: 100-continue
+
+
 def parse_answer(reply: bytes) -> tuple[int, bytes]:
     """(status, body) of the first answer; every answer in ``reply`` must be well-formed.
 
@@ -93,8 +96,7 @@ def parse_answer(reply: bytes) -> tuple[int, bytes]:
 
 def _one_answer(reply: bytes) -> tuple[int, bytes, bytes]:
     """(status, body, rest) of one HTTP/1.1 answer with a JSON object body."""
-    if reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):  # the interim answer to Expect
-        reply = reply[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+    reply = reply.removeprefix(CONTINUE)
     head, sep, payload = reply.partition(b"\r\n\r\n")
     assert sep, f"no complete answer: {reply[:200]!r}"
     lines = head.split(b"\r\n")
@@ -383,6 +385,13 @@ header_names = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12)
     .filter(lambda name: ":" not in name),
 )  # fmt: skip
+
+
+def line_text(size: int) -> st.SearchStrategy[str]:
+    """Any text that stays on the request line (line breaks are the headers' business)."""
+    return st.text(alphabet=st.characters(exclude_characters="\r\n"), max_size=size)
+
+
 header_values = st.one_of(
     st.sampled_from(["", "0", "²", ARABIC_ONE, "9" * 50, "close", "chunked", "100-continue", "-1"]),
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=30),
@@ -390,8 +399,8 @@ header_values = st.one_of(
 
 
 @given(
-    method=st.one_of(st.sampled_from(["GET", "POST", "PATCH", "DELETE"]), st.text(max_size=8)),
-    path=st.one_of(st.sampled_from([p for _, p in ENDPOINTS]), st.text(max_size=30)),
+    method=st.one_of(st.sampled_from(["GET", "POST", "PATCH", "DELETE"]), line_text(8)),
+    path=st.one_of(st.sampled_from([p for _, p in ENDPOINTS]), line_text(30)),
     headers=st.lists(st.tuples(header_names, header_values), max_size=5),
     payload=st.binary(max_size=200),
 )  # fmt: skip
@@ -407,6 +416,15 @@ def test_any_bytes_get_a_well_formed_json_answer_below_500(
     line = f"{method} {path.replace('{rid}', target.reservation_id)} HTTP/1.1\r\n"
     head = line + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
     raw = head.encode("utf-8", errors="surrogatepass") + payload
-    status, answer = parse_answer(target.exchange(raw))
-    assert status < 500, answer
+    reply = target.exchange(raw).removeprefix(CONTINUE)
+    if not reply:
+        # Closing without an answer is fine only for a request that never arrived whole: a
+        # body shorter than its Content-Length when the client stopped sending.
+        declared = [
+            value.strip() for name, value in headers if name.strip().lower() == "content-length"
+        ]
+        assert any(v.isascii() and v.isdigit() and int(v) > len(payload) for v in declared), raw
+    else:
+        status, answer = parse_answer(reply)
+        assert status < 500, answer
     assert_ledger_invariants(target.ledger)

@@ -119,3 +119,18 @@ def test_the_window_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert "--replay-window-days" in capsys.readouterr().err
     with pytest.raises(ValueError):
         LocalLedger(str(tmp_path / "y.sqlite3"), replay_window_days=0)
+
+
+def test_the_servers_background_thread_prunes_at_most_once_a_minute(
+    ledger: LocalLedger, lc_clock: FakeClock
+) -> None:
+    assert ledger.db.maintenance == ledger.prune_if_due  # what the checkpoint thread runs
+    lifecycle(ledger)
+    lc_clock.advance(2 * DAY_MS)
+    assert ledger.prune_if_due() == 2  # the reservation and its idempotency record
+    ledger.replay_window_days = 10 / 86_400  # ten seconds, so the next call ages quickly
+    lifecycle(ledger)
+    lc_clock.advance(30_000)
+    assert ledger.prune_if_due() == 0  # prunable, but the last prune was 30 s ago
+    lc_clock.advance(30_001)
+    assert ledger.prune_if_due() == 2
