@@ -97,6 +97,11 @@ def post_fork(server: Any, worker: Any) -> None:
 
         try:
             load_app()
+            # The embedded ledger starts on first use; start it now, so that what only a
+            # starting ledger finds (a busy CYCLES_LOCAL_PORT) stops gunicorn here.
+            from {{ cookiecutter.package_name }}.budget import local_server
+
+            local_server(worker.wsgi)
         except ConfigError as error:
             # gunicorn prints this message alone and halts: "App failed to load".
             raise AppImportError(f"Error: {error.format_message()}") from None

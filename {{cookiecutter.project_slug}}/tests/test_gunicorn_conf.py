@@ -35,6 +35,8 @@ def load_conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
     for name in list(os.environ):
         if name.startswith(READ_PREFIXES) or name.endswith("_API_KEY"):
             monkeypatch.delenv(name)
+    # The hooks choose a metrics directory and export it: undo that when the test ends.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(CONF))

@@ -25,6 +25,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from runcycles import Unit
 
+from localcycles import RUNTIME_PERMISSIONS
+
 from . import budget
 from .config import TENANT_ID_RE, TENANT_ID_RULE, Settings{% if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
 from .devledger import EmbeddedCycles
@@ -32,15 +34,6 @@ from .errors import ApiError
 from .pricing import format_usd, usd_to_microcents
 
 UNIT = Unit.USD_MICROCENTS.value
-# What the app's runtime key may do: the reference server's default permissions.
-RUNTIME_PERMISSIONS = [
-    "reservations:create",
-    "reservations:commit",
-    "reservations:release",
-    "reservations:extend",
-    "reservations:list",
-    "balances:read",
-]
 HTTP_TIMEOUT_S = 10.0
 
 Json = dict[str, Any]
@@ -283,7 +276,7 @@ def create_api_key(admin: Endpoint, tenant_id: str, name: str) -> str:
     _, key = admin.call(
         "POST",
         "/v1/admin/api-keys",
-        body={"tenant_id": tenant_id, "name": name, "permissions": RUNTIME_PERMISSIONS},
+        body={"tenant_id": tenant_id, "name": name, "permissions": list(RUNTIME_PERMISSIONS)},
     )
     secret = key.get("key_secret")
     if not isinstance(secret, str) or not secret:

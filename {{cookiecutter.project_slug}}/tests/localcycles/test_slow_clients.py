@@ -256,6 +256,7 @@ def test_idle_connections_over_the_cap_are_refused_without_new_threads(
         assert_error_body(body, "INTERNAL_ERROR")
         assert replies.at_eof()
         sock.close()
+    loop_barrier(normal)  # the loop has seen the refused clients hang up
     assert threading.active_count() == threads_before
     assert server.front.open_connections == CAP
     assert server.front.rejected == 3
