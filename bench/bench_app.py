@@ -126,7 +126,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app
 from localcycles import routes as cycles_routes
 
-from PKG import api, create_app, pricing, sse, tenancy
+from PKG import api, callers, create_app, pricing, sse
 from PKG.bodies import json_body
 from PKG.guard import GuardedCompletion, LlmCall
 from PKG.llm import LLMProvider, StreamProgress
@@ -176,7 +176,7 @@ def create_bench_app(overrides: Mapping[str, str] | None = None) -> Flask:
         count_cycles_requests(bench_dir)
     app = create_app(overrides)
     twin = Blueprint("bench", __name__, url_prefix="/bench")
-    twin.before_request(tenancy.authenticate)
+    twin.before_request(callers.authenticate)
     twin.post("/chat-unguarded")(chat_unguarded)
     app.register_blueprint(twin)
     return app
@@ -792,7 +792,7 @@ def remote_ledger_settings(package: str, workspace_isolation: bool) -> dict[str,
     from importlib import import_module
 
     config = import_module(f"{package}.config")
-    local_api_key: Callable[[str], str] = import_module(f"{package}.devledger").local_api_key
+    local_api_key: Callable[[str], str] = import_module(f"{package}.embedded_ledger").local_api_key
     callers = ",".join(
         f"{tenant}={config.hash_api_key(config.dev_caller_key(tenant))}"
         for tenant in config.DEV_TENANTS
@@ -819,7 +819,7 @@ def guard_breakdown(package: str, env: dict[str, str], project: Path, db: Path, 
     ledger = import_module("localcycles").LocalLedger(str(db))
     workspace_isolation = _scope_of(ledger, RICH).startswith("tenant:operator/")
     ledger.close()
-    budget_mod = import_module(f"{package}.budget")
+    cycles_clients = import_module(f"{package}.cycles_clients")
     keys = remote_ledger_settings(package, workspace_isolation)
     ledger_proc, ledger_url = start_ledger_process(project, db)
     try:
@@ -834,7 +834,7 @@ def guard_breakdown(package: str, env: dict[str, str], project: Path, db: Path, 
         try:
             time_guard_parts(app, package, ledger_url, keys, n)
         finally:
-            budget_mod.close(app)
+            cycles_clients.close(app)
     finally:
         ledger_proc.terminate()
         ledger_proc.wait(10)
@@ -847,7 +847,7 @@ def time_guard_parts(app: Any, package: str, ledger_url: str, keys: dict[str, st
 
     import httpx
 
-    budget_mod = import_module(f"{package}.budget")
+    state = import_module(f"{package}.state")
     guard = import_module(f"{package}.guard")
     reservations = import_module(f"{package}.reservations")
     runcycles = import_module("runcycles")
@@ -856,7 +856,7 @@ def time_guard_parts(app: Any, package: str, ledger_url: str, keys: dict[str, st
     body = json.loads(JSON_BODY)
     stream_body = json.loads(STREAM_BODY)
     provider = app.extensions["llm"]
-    budgets = budget_mod.get_budgets(app)
+    budgets = state.cycles(app)
     cycles = budgets.client_for(RICH)
     subject = budgets.subject_for(RICH)
     action = runcycles.Action(kind="llm.completion", name="m")

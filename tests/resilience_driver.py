@@ -45,7 +45,10 @@ _llm = importlib.import_module(f"{PACKAGE}.llm")
 _pricing = importlib.import_module(f"{PACKAGE}.pricing")
 _localcycles = importlib.import_module("localcycles")
 
-WORKSPACE = _config.TENANT_ISOLATION == "workspace"
+_callers = importlib.import_module(f"{PACKAGE}.callers")
+_cycles_tenancy = importlib.import_module(f"{PACKAGE}.cycles_tenancy")
+
+WORKSPACE = _cycles_tenancy.ISOLATION == "workspace"
 CYCLES_TENANT = OPERATOR if WORKSPACE else APP_TENANT
 SCOPE = f"tenant:{OPERATOR}/workspace:{APP_TENANT}" if WORKSPACE else f"tenant:{APP_TENANT}"
 
@@ -86,7 +89,7 @@ def wsgi_app() -> Any:
     clock, so "the hold has expired" needs no waiting for a real TTL.
     """
     app = _gated(_pkg.create_app())
-    embedded = importlib.import_module(f"{PACKAGE}.budget").local_server(app)
+    embedded = importlib.import_module(f"{PACKAGE}.cycles_clients").local_server(app)
     if embedded is not None:
         embedded.ledger.clock = _offset_clock(Path(os.environ["RESILIENCE_GATE"]))
     return app
@@ -103,7 +106,7 @@ def _offset_clock(gate: Path) -> Any:
 
 
 def auth_headers() -> dict[str, str]:
-    if _config.TENANT_AUTH == "api_key":
+    if _callers.AUTH == "api_key":
         return {"Authorization": f"Bearer {CALLER_KEY}"}
     return {"X-Tenant-ID": APP_TENANT}
 
@@ -117,7 +120,7 @@ def app_overrides(base_url: str, journal: str) -> dict[str, str]:
         "CYCLES_READ_TIMEOUT": "2",
         "LLM_PROVIDER": "fake",
     }
-    if _config.TENANT_AUTH == "api_key":
+    if _callers.AUTH == "api_key":
         env["TENANT_API_KEYS"] = f"{APP_TENANT}={_config.hash_api_key(CALLER_KEY)}"
     else:
         env["TENANTS"] = APP_TENANT

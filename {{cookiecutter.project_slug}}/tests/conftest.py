@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, settings
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
-from {{ cookiecutter.package_name }} import budget, create_app
+from {{ cookiecutter.package_name }} import create_app, cycles_clients
 {%- if cookiecutter.tenant_auth == "api_key" %}
 from {{ cookiecutter.package_name }}.config import hash_api_key
 {%- endif %}
@@ -212,7 +212,7 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
 
     yield make
     for app in apps:
-        budget.close(app)
+        cycles_clients.close(app)
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 from flask import Flask
 
 from conftest import budget_scope
-from {{ cookiecutter.package_name }} import budget, create_app
+from {{ cookiecutter.package_name }} import create_app, cycles_clients
 from {{ cookiecutter.package_name }}.config import DEV_TENANTS, ConfigError
 {%- if cookiecutter.tenant_auth == "api_key" %}, dev_caller_key{% endif %}
-from {{ cookiecutter.package_name }}.devledger import EmbeddedCycles
+from {{ cookiecutter.package_name }}.embedded_ledger import EmbeddedCycles
 
 
 def dev_headers(tenant: str) -> dict[str, str]:
@@ -43,11 +43,11 @@ def local_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def local_app(tmp_path: Path) -> Iterator[Flask]:
     app = create_app(local_env(tmp_path))
     yield app
-    budget.close(app)
+    cycles_clients.close(app)
 
 
 def embedded(app: Flask) -> EmbeddedCycles:
-    server = budget.local_server(app)
+    server = cycles_clients.local_server(app)
     assert server is not None
     return server
 
@@ -76,7 +76,7 @@ def test_serves_and_warns_that_it_is_a_development_ledger(
         shown = app.test_client().get("/budget", headers=dev_headers("acme")).get_json()
         assert shown["balances"][0]["spent"] == response.get_json()["cost_usd_microcents"]
     finally:
-        budget.close(app)
+        cycles_clients.close(app)
 
 
 def test_a_restart_keeps_spend_and_does_not_refill(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_a_restart_keeps_spend_and_does_not_refill(tmp_path: Path) -> None:
     assert response.status_code == 200
     spent = embedded(first).ledger.budget(budget_scope("acme"))
     base_url = embedded(first).base_url
-    budget.close(first)
+    cycles_clients.close(first)
     with pytest.raises(httpx.TransportError):
         httpx.get(base_url + "/v1/balances", timeout=1)
 
@@ -95,7 +95,7 @@ def test_a_restart_keeps_spend_and_does_not_refill(tmp_path: Path) -> None:
     try:
         assert embedded(second).ledger.budget(budget_scope("acme")) == spent
     finally:
-        budget.close(second)
+        cycles_clients.close(second)
 
 
 def test_cli_balances_use_the_embedded_ledger(local_app: Flask) -> None:
@@ -111,9 +111,9 @@ def test_a_busy_port_names_the_setting(local_app: Flask, tmp_path: Path) -> None
     busy = create_app(local_env(other, CYCLES_LOCAL_PORT=str(port)))
     try:
         with pytest.raises(ConfigError, match="CYCLES_LOCAL_PORT"):
-            budget.local_server(busy)
+            cycles_clients.local_server(busy)
         response = busy.test_client().get("/budget", headers=dev_headers("acme"))
         assert response.status_code == 503
         assert response.get_json()["error"] == "cycles_misconfigured"
     finally:
-        budget.close(busy)
+        cycles_clients.close(busy)

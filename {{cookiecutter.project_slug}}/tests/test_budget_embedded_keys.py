@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 from flask import Flask
 
-from {{ cookiecutter.package_name }} import budget, create_app
+from {{ cookiecutter.package_name }} import create_app, cycles_clients
 from {{ cookiecutter.package_name }}.config import DEV_TENANTS
-from {{ cookiecutter.package_name }}.devledger import EmbeddedCycles, local_api_key
+from {{ cookiecutter.package_name }}.embedded_ledger import EmbeddedCycles, local_api_key
 from localcycles import RUNTIME_PERMISSIONS
 
 
@@ -27,7 +27,7 @@ def start(tmp_path: Path, app_env: str) -> Flask:
 
 
 def embedded(app: Flask) -> EmbeddedCycles:
-    server = budget.local_server(app)
+    server = cycles_clients.local_server(app)
     assert server is not None
     return server
 
@@ -45,12 +45,12 @@ def test_outside_development_keys_are_random_and_kept_across_restarts(tmp_path: 
             assert principal is not None
             assert key != local_api_key(principal.tenant)
     finally:
-        budget.close(first)
+        cycles_clients.close(first)
     again = start(tmp_path, "testing")
     try:
         assert runtime_keys(again) == keys
     finally:
-        budget.close(again)
+        cycles_clients.close(again)
 
 
 def test_development_keys_are_stable_and_revoked_once_the_ledger_leaves_development(
@@ -63,12 +63,12 @@ def test_development_keys_are_stable_and_revoked_once_the_ledger_leaves_developm
         tenants = {key: ledger.authenticate(key) for key in stable.values()}
         assert all(key == local_api_key(str(tenant)) for key, tenant in tenants.items())
     finally:
-        budget.close(dev)
+        cycles_clients.close(dev)
     later = start(tmp_path, "testing")
     try:
         assert all(embedded(later).ledger.authenticate(key) is None for key in stable.values())
     finally:
-        budget.close(later)
+        cycles_clients.close(later)
 
 
 def test_the_apps_runtime_keys_cannot_create_or_fund_budgets(tmp_path: Path) -> None:
@@ -88,4 +88,4 @@ def test_the_apps_runtime_keys_cannot_create_or_fund_budgets(tmp_path: Path) -> 
             )
             assert resp.status_code == 403 and resp.json()["error"] == "FORBIDDEN"
     finally:
-        budget.close(app)
+        cycles_clients.close(app)

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from conftest import TENANTS, Provisioner, auth_headers
-from {{ cookiecutter.package_name }} import budget
+from {{ cookiecutter.package_name }} import cycles_clients
 from localcycles import LocalCyclesServer
 
 BODY = {"prompt": "Which ledger am I on?", "max_tokens": 16}
@@ -48,6 +48,6 @@ def test_two_apps_spend_on_their_own_servers(
     assert second.balance("acme")["spent"] == 2 * spent_first
 
     # Closing one app leaves the other working.
-    budget.close(first_app)
+    cycles_clients.close(first_app)
     response = second_app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
     assert response.status_code == 200

@@ -30,8 +30,7 @@ from conftest import (
     budget_scope,
     forward_to,
 )
-from {{ cookiecutter.package_name }} import pricing, reservations
-from {{ cookiecutter.package_name }}.budget import get_budgets
+from {{ cookiecutter.package_name }} import pricing, reservations, state
 from {{ cookiecutter.package_name }}.config import ConfigError
 from {{ cookiecutter.package_name }}.heartbeat import HoldKeeper
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
@@ -293,7 +292,7 @@ def stream_through_keeper(
     app: Flask, provider: PacedProvider, advance_s: float
 ) -> tuple[list[bytes], Hold]:
     """Stream /chat while the app's keeper runs on a test clock moved by ``advance_s``."""
-    budgets = get_budgets(app)
+    budgets = state.cycles(app)
     clock = KeeperClock()
     budgets.keeper.close()
     budgets.keeper = HoldKeeper(

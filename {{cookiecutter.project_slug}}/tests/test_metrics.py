@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Provisioner, assert_error, auth_headers
-from {{ cookiecutter.package_name }} import pricing
-from {{ cookiecutter.package_name }}.metrics import OTHER_TENANT, get_metrics
+from {{ cookiecutter.package_name }} import pricing, state
+from {{ cookiecutter.package_name }}.metrics import OTHER_TENANT
 from localcycles import LocalCyclesServer
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_a_released_hold_counts_as_released(
 
 
 def test_tenant_labels_are_only_configured_tenants(app: Flask) -> None:
-    metrics = get_metrics(app)
+    metrics = state.metrics(app)
     assert metrics.tenant_label("acme") == "acme"
     assert metrics.tenant_label("somebody-else") == OTHER_TENANT
 
@@ -154,13 +154,13 @@ WORKER = """
 import sys
 from pathlib import Path
 from conftest import app_env, auth_headers
-from {{ cookiecutter.package_name }} import budget, create_app
+from {{ cookiecutter.package_name }} import create_app, cycles_clients
 app = create_app(app_env(sys.argv[1], Path(sys.argv[2])))
 client = app.test_client()
 for _ in range(2):
     response = client.post("/chat", json={"prompt": "hi"}, headers=auth_headers("acme"))
     assert response.status_code == 200
-budget.close(app)
+cycles_clients.close(app)
 """
 
 

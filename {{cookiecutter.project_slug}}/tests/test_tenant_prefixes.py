@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import Provisioner, app_env, assert_error, auth_headers, budget_scope
-from {{ cookiecutter.package_name }} import budget, create_app
+from {{ cookiecutter.package_name }} import create_app, cycles_clients
 from localcycles import LocalCyclesServer
 
 TENANTS = ("acme", "acme-corp")
@@ -44,4 +44,4 @@ def test_prefix_sharing_tenants_spend_and_see_only_their_own_scope(
         again = client.post("/chat", json=body, headers=auth_headers("acme-corp"))
         assert again.status_code == 200
     finally:
-        budget.close(app)
+        cycles_clients.close(app)

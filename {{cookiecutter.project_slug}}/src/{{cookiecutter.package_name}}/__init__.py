@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import api, bodies, budget, cli, errors, metrics, request_log
+from . import api, bodies, cli, cycles_clients, errors, metrics, request_log, state
 from .config import Settings
 from .llm import build_provider
 
@@ -21,27 +21,21 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     """
     app = Flask(__name__, instance_relative_config=True)
     settings = Settings.from_env({**os.environ, **(overrides or {})}, Path(app.instance_path))
-    app.extensions["settings"] = settings
+    app.extensions[state.SETTINGS] = settings
     app.config["TESTING"] = settings.app_env == "testing"
     app.config["MAX_CONTENT_LENGTH"] = bodies.max_body_bytes(settings)
     os.makedirs(app.instance_path, exist_ok=True)
 
     # Kept on the app so tests (and operators) can swap the provider per app.
-    app.extensions["llm"] = build_provider(
+    app.extensions[state.LLM] = build_provider(
         settings.llm_provider,
         model=settings.llm_model,
         api_key=settings.llm_api_key,
         timeout_s=settings.llm_timeout,
     )
     errors.init_app(app)
-    budget.init_app(app)
+    cycles_clients.init_app(app)
     request_log.init_app(app, metrics.init_app(app), json_lines=settings.log_format == "json")
     app.register_blueprint(api.bp)
     cli.init_app(app)
     return app
-
-
-def get_settings(app: Flask) -> Settings:
-    """The validated settings of ``app`` (typed access to ``app.extensions``)."""
-    settings: Settings = app.extensions["settings"]
-    return settings

@@ -20,9 +20,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel
 
-from . import openapi, tenancy
+from . import callers, openapi, state
 from .bodies import validate
-from .budget import get_budgets
 from .config import Settings
 from .errors import ApiError, error_response
 from .guard import GuardedCall, GuardedCompletion, LlmCall, guarded
@@ -48,7 +47,7 @@ SUMMARY_SYSTEM_PROMPT = (
     "Summarize the user's text in a few sentences. Keep facts, names and numbers exact."
 )
 
-tenant_bp.before_request(tenancy.authenticate)
+tenant_bp.before_request(callers.authenticate)
 
 
 def model_response(model: BaseModel, status: int = 200) -> Response:
@@ -69,10 +68,9 @@ def readyz() -> Response:
 
     503 when it does not, unless ``CYCLES_FAIL_OPEN`` serves without Cycles ("degraded").
     """
-    budgets = get_budgets(current_app)
-    settings = budgets.settings
+    settings = state.settings()
     try:
-        budgets.balances(settings.tenants[0])
+        state.cycles().balances(settings.tenants[0])
     except ApiError as error:
         if error.error == "rate_limited":
             return model_response(ReadyResponse())  # it answered: it is up, just busy
@@ -146,11 +144,11 @@ def _completion(result: GuardedCompletion) -> dict[str, Any]:
 @tenant_bp.get("/budget")
 def budget() -> Response:
     """The caller's own balances per scope, in USD microcents."""
-    tenant = tenancy.current_tenant()
+    tenant = callers.current_tenant()
     asked = request.args.get("tenant")
     if asked is not None and asked != tenant:
         raise ApiError(403, "forbidden", "You can only see your own budget.")
-    balances = get_budgets(current_app).balances(tenant)
+    balances = state.cycles().balances(tenant)
     return model_response(
         BudgetResponse(tenant=tenant, balances=[Balance(**vars(b)) for b in balances])
     )

@@ -4,7 +4,7 @@ Requests have exactly the reference admin API's shapes (cycles-server-admin, por
 the operator's ``X-Admin-API-Key`` creates tenants and API keys, and creates and funds
 budgets on behalf of a tenant (``tenant_id`` in the body, or the query for funding). So
 the same commands provision the embedded development ledger and a real Cycles stack.
-How app tenants map to Cycles tenants and scopes is the app's own (``budget.py``), and
+How app tenants map to Cycles tenants and scopes is the app's own (``cycles_tenancy.py``), and
 balances are read by the app's own code with its own runtime keys: what the app sees.
 """
 
@@ -27,9 +27,9 @@ from runcycles import Unit
 
 from localcycles import RUNTIME_PERMISSIONS
 
-from . import budget
-from .config import TENANT_ID_RE, TENANT_ID_RULE, Settings{% if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
-from .devledger import EmbeddedCycles
+from . import cycles_clients, cycles_tenancy, state
+from .config import TENANT_ID_RE, TENANT_ID_RULE{% if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
+from .embedded_ledger import EmbeddedCycles
 from .errors import ApiError
 from .pricing import format_usd, usd_to_microcents
 
@@ -97,22 +97,16 @@ class Endpoint:
 # --- where things are ----------------------------------------------------------------
 
 
-def get_settings(app: Flask) -> Settings:
-    # Read from the app, not imported from the package: the factory imports this module.
-    settings: Settings = app.extensions["settings"]
-    return settings
-
-
 def _local_server(app: Flask) -> EmbeddedCycles:
     """The embedded ledger this process started (development), or a clear error."""
-    server = budget.local_server(app)
+    server = cycles_clients.local_server(app)
     if server is None:
         raise click.ClickException("the embedded Cycles ledger is not running in this process")
     return server
 
 
 def admin_endpoint(app: Flask) -> Endpoint:
-    settings = get_settings(app)
+    settings = state.settings(app)
     if settings.cycles_admin_url:
         if not settings.cycles_admin_api_key:
             raise click.ClickException("CYCLES_ADMIN_API_KEY is not set (the admin server's key)")
@@ -128,7 +122,7 @@ def admin_endpoint(app: Flask) -> Endpoint:
 
 
 def runtime_url(app: Flask) -> str:
-    settings = get_settings(app)
+    settings = state.settings(app)
     url = _local_server(app).base_url if settings.uses_local_cycles else settings.cycles_base_url
     return str(url).rstrip("/")
 
@@ -142,12 +136,12 @@ class BudgetHome:
 
 
 def budget_home(app: Flask, tenant: str) -> BudgetHome:
-    """Derived from the subject the app spends ``tenant``'s calls against (budget.py), so
-    the budget sits where every app of that tenant spends from it."""
-    subject = budget.get_budgets(app).subject_for(tenant)
-    levels = [("tenant", subject.tenant), ("workspace", subject.workspace)]
-    scope = "/".join(f"{level}:{value}" for level, value in levels if value)
-    return BudgetHome(subject.tenant or tenant, scope)
+    """Where the app spends ``tenant``'s calls from (cycles_tenancy.py decides)."""
+    settings = state.settings(app)
+    return BudgetHome(
+        cycles_tenancy.cycles_tenant(settings, tenant),
+        cycles_tenancy.budget_scope(settings, tenant),
+    )
 
 
 def check_tenant_id(tenant: str) -> str:
@@ -158,7 +152,7 @@ def check_tenant_id(tenant: str) -> str:
 
 def app_tenant(app: Flask, tenant: str) -> str:
     """``tenant`` if the app serves it (the app holds runtime keys only for those)."""
-    served = get_settings(app).tenants
+    served = state.settings(app).tenants
     if tenant not in served:
         raise click.ClickException(
             f"{tenant!r} is not a tenant of this app (it serves: {', '.join(served)}); "
@@ -207,7 +201,7 @@ def write_keys_file(path: Path, values: Mapping[str, str]) -> None:
 
 
 def recorded_keys(file_values: Mapping[str, str]) -> dict[str, str]:
-    """The runtime keys a keys file holds, by Cycles tenant (as budget.key_settings wrote
+    """The runtime keys a keys file holds, by Cycles tenant (as cycles_tenancy.key_settings wrote
     them: ``CYCLES_TENANT`` + ``CYCLES_API_KEY``, or ``CYCLES_TENANT_API_KEYS`` pairs)."""
     keys = {}
     if file_values.get("CYCLES_TENANT") and file_values.get("CYCLES_API_KEY"):
@@ -225,7 +219,7 @@ def key_check_url(app: Flask) -> str | None:
     The embedded ledger serves both; an admin server goes with ``CYCLES_BASE_URL``, unless
     that is the embedded ledger (the compose bootstrap), whose keys are another ledger's.
     """
-    settings = get_settings(app)
+    settings = state.settings(app)
     if settings.cycles_admin_url:
         return None if settings.uses_local_cycles else settings.cycles_base_url.rstrip("/")
     return runtime_url(app)
@@ -233,7 +227,7 @@ def key_check_url(app: Flask) -> str | None:
 
 def app_keys(app: Flask) -> list[str]:
     """The runtime keys the app is configured with (or the embedded ledger gave it)."""
-    settings = get_settings(app)
+    settings = state.settings(app)
     found = [settings.cycles_api_key or "", *settings.cycles_tenant_api_keys.values()]
     if settings.uses_local_cycles:
         found += [_local_server(app).api_key_for(tenant) for tenant in settings.tenants]
@@ -292,7 +286,7 @@ def runtime_key(
     if existing is not None:
         click.echo(f"api key for {cycles_tenant}: exists (reused)")
         return existing
-    key = create_api_key(admin, cycles_tenant, get_settings(app).cycles_app)
+    key = create_api_key(admin, cycles_tenant, state.settings(app).cycles_app)
     if rotate:
         click.echo(
             f"api key for {cycles_tenant}: rotated: created {key[:8]}...; the previous key "
@@ -355,7 +349,7 @@ def provision(
     """
     app = current_app
     microcents = dollars(budget_usd)
-    names = [check_tenant_id(name) for name in tenant_ids] or list(get_settings(app).tenants)
+    names = [check_tenant_id(name) for name in tenant_ids] or list(state.settings(app).tenants)
     admin = admin_endpoint(app)
     known = read_keys_file(keys_file) if keys_file else {}
     recorded = recorded_keys(known)
@@ -370,7 +364,7 @@ def provision(
     for home in homes:
         create_budget(admin, home.cycles_tenant, home.scope, microcents)
     # Keys of tenants not provisioned this time stay in the file as they were.
-    values = budget.key_settings(get_settings(app), {**recorded, **keys})
+    values = cycles_tenancy.key_settings(state.settings(app), {**recorded, **keys})
     if keys_file:
         write_keys_file(keys_file, {**known, **values})
         click.echo(f"settings written to {keys_file}")
@@ -428,11 +422,11 @@ def balances(tenant: str | None) -> None:
     """Show the Cycles balances of TENANT (default: every tenant of the app), read with the
     app's own runtime keys."""
     app = current_app
-    names = [app_tenant(app, check_tenant_id(tenant))] if tenant else get_settings(app).tenants
+    names = [app_tenant(app, check_tenant_id(tenant))] if tenant else state.settings(app).tenants
     rows: list[list[str]] = []
     for name in names:
         try:
-            found = budget.get_budgets(app).balances(name)
+            found = state.cycles(app).balances(name)
         except ApiError as exc:
             raise click.ClickException(f"cannot read {name}'s balances: {exc.message}") from None
         for row in found:

@@ -20,14 +20,11 @@ from typing import Literal, TypeVar
 import click
 
 AppEnv = Literal["development", "testing", "production"]
-TenantAuth = Literal["api_key", "trusted_header"]
-TenantIsolation = Literal["workspace", "tenant"]
 CyclesMode = Literal["enforce", "shadow"]
 LogFormat = Literal["json", "text"]
 
-# Chosen when the project was generated; changing them means changing code, not settings.
-TENANT_AUTH: TenantAuth = "{{ cookiecutter.tenant_auth }}"
-TENANT_ISOLATION: TenantIsolation = "{{ cookiecutter.tenant_isolation }}"
+# Chosen when the project was generated (how callers and tenants map is code: callers.py,
+# cycles_tenancy.py); these are only defaults of settings.
 DEFAULT_LLM_PROVIDER = "{{ cookiecutter.llm_provider }}"
 DEFAULT_CYCLES_APP = "{{ cookiecutter.cycles_app }}"
 # The offline fake is always available beside the provider chosen at generation.
@@ -36,7 +33,7 @@ LLM_PROVIDERS = tuple(dict.fromkeys(("fake", DEFAULT_LLM_PROVIDER)))
 # Tenant ids end up in Cycles scopes (lower-cased there), URLs and logs: keep them plain,
 # and lowercase only so that "Acme" and "acme" can never share one budget. The character
 # set and length are what Cycles admin servers accept for a tenant id, so one id works in
-# both isolation modes. This is the app's only tenant-id rule (tenancy.py and cli.py use it).
+# both isolation modes. This is the app's only tenant-id rule (callers.py and cli.py use it).
 TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 TENANT_ID_RULE = "1-64 lowercase letters, digits or '-', starting with a letter or digit"
 # A Cycles subject field (CYCLES_APP): the protocol allows [a-zA-Z0-9_.-], at most 128
@@ -134,6 +131,7 @@ class Settings:
     cycles_local_port: int
     cycles_local_force: bool
     cycles_local_budget_usd: str
+    cycles_local_replay_days: float  # how long the ledger replays a retried call's answer
     # Callers
     tenant_key_hashes: Mapping[str, str]  # api_key auth: sha256(key) -> tenant
     tenants: tuple[str, ...]  # every tenant the app serves
@@ -386,6 +384,7 @@ class _Reader:
             cycles_local_port=local_port,
             cycles_local_force=force_local,
             cycles_local_budget_usd=budget_usd,
+            cycles_local_replay_days=self.number("CYCLES_LOCAL_REPLAY_DAYS", "7", 0.001, 3650),
             tenant_key_hashes=callers.key_hashes,
             tenants=callers.tenants,
             llm_provider=provider,

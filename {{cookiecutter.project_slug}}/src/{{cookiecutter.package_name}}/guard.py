@@ -22,13 +22,13 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response
 
-from . import pricing, request_log, reservations, sse, tenancy
+from . import callers, pricing, request_log, reservations, sse, state
 from .bodies import json_body
 from .bounded_calls import Overran
-from .budget import CyclesBudgets, get_budgets
 from .config import CYCLES_SAFETY_MARGIN_MS, Settings
+from .cycles_clients import CyclesClients
 from .errors import ApiError
 from .llm import Completion, LLMProvider, ProviderError, StreamProgress
 
@@ -71,17 +71,16 @@ def guarded(parse: CallParser) -> Callable[[GuardedView], Callable[[], Response]
     def decorate(view: GuardedView) -> Callable[[], Response]:
         @functools.wraps(view)
         def reserve_then_run() -> Response:
-            settings: Settings = current_app.extensions["settings"]
-            call = parse(json_body(), settings)
-            budgets = get_budgets(current_app)
-            tenant, estimate = tenancy.current_tenant(), call.estimate()
+            call = parse(json_body(), state.settings())
+            cycles = state.cycles()
+            tenant, estimate = callers.current_tenant(), call.estimate()
             try:
-                hold = reservations.reserve(budgets, tenant, call.route, estimate)
+                hold = reservations.reserve(cycles, tenant, call.route, estimate)
             except ApiError as refusal:
                 request_log.refused(call.route, tenant, estimate, refusal)
                 raise
             request_log.reserved(hold)
-            guarded_call = GuardedCall(budgets, hold, call, current_app.extensions["llm"])
+            guarded_call = GuardedCall(cycles, hold, call, state.provider())
             try:
                 return view(guarded_call)
             finally:
@@ -99,12 +98,12 @@ class GuardedCall:
 
     def __init__(
         self,
-        budgets: CyclesBudgets,
+        cycles: CyclesClients,
         hold: reservations.Hold,
         call: LlmCall,
         provider: LLMProvider,
     ) -> None:
-        self.budgets = budgets
+        self.cycles = cycles
         self.hold = hold
         self.call = call
         self.provider = provider
@@ -121,14 +120,14 @@ class GuardedCall:
         self._check_cap()
         started = time.monotonic()
         try:
-            completion = self.budgets.provider_calls.run(
+            completion = self.cycles.provider_calls.run(
                 lambda: self.provider.complete(
                     prompt=self.call.prompt, max_tokens=self.max_tokens, system=self.call.system
                 ),
                 self._time_allowed(),
             )
         except ProviderError:
-            reservations.release(self.budgets, self.hold, "provider_error")
+            reservations.release(self.cycles, self.hold, "provider_error")
             raise
         except Overran:
             # The vendor may still be working (and billing): charge the most it can cost.
@@ -159,7 +158,7 @@ class GuardedCall:
         """
         self._check_cap()
         self._streaming = True
-        self.budgets.keeper.watch(self.hold)
+        self.cycles.keeper.watch(self.hold)
         run = _StreamRun(self)
         try:
             first = run.first_delta()
@@ -170,7 +169,7 @@ class GuardedCall:
 
     def release_unless_used(self, reason: str) -> None:
         if not self._streaming:
-            reservations.release(self.budgets, self.hold, reason)
+            reservations.release(self.cycles, self.hold, reason)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -182,10 +181,10 @@ class GuardedCall:
 
     def _time_allowed(self) -> float:
         """How long the provider may take: LLM_TIMEOUT, and less if the hold is shorter."""
-        allowed = self.budgets.settings.llm_timeout
+        allowed = self.cycles.settings.llm_timeout
         if self.hold.held:
-            left = self.budgets.keeper.time_left(self.hold)
-            allowed = min(allowed, left - self.budgets.call_budget_s() - _MARGIN_S)
+            left = self.cycles.keeper.time_left(self.hold)
+            allowed = min(allowed, left - self.cycles.call_budget_s() - _MARGIN_S)
         return allowed
 
     def _settle(self, cost: int, usage: reservations.Usage) -> reservations.Settlement | None:
@@ -226,7 +225,7 @@ class _StreamRun:
         except ProviderError:
             self.close_provider()
             if self._generated_nothing():
-                reservations.release(self.guarded.budgets, self.guarded.hold, "provider_error")
+                reservations.release(self.guarded.cycles, self.guarded.hold, "provider_error")
             else:
                 self.settle()
             raise
@@ -253,9 +252,9 @@ class _StreamRun:
 
     def _rest(self) -> Generator[bytes, None, ApiError | None]:
         """Relay the remaining deltas; return the error that ended the stream, if any."""
-        budgets, hold = self.guarded.budgets, self.guarded.hold
+        cycles, hold = self.guarded.cycles, self.guarded.hold
         while True:
-            if hold.held and budgets.keeper.time_left(hold) < budgets.stream_cutoff_s():
+            if hold.held and cycles.keeper.time_left(hold) < cycles.stream_cutoff_s():
                 # The heartbeat could not extend the hold: stop while it still covers
                 # the commit, rather than let the call run on unguarded.
                 return ApiError(
@@ -325,7 +324,7 @@ def settle(
             usage.output_tokens,
             guarded.max_tokens,
         )
-    return reservations.settle(guarded.budgets, guarded.hold, cost, usage)
+    return reservations.settle(guarded.cycles, guarded.hold, cost, usage)
 
 
 class _StreamBody:

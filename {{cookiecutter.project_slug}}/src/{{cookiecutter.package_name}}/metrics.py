@@ -20,7 +20,7 @@ import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,13 +31,13 @@ from prometheus_client import (
 )
 from runcycles import CyclesClient, CyclesConfig, CyclesResponse
 
+from . import state
 from .config import Settings
 from .errors import ApiError
 
 if TYPE_CHECKING:
     from .reservations import Hold, Settlement, Usage
 
-EXTENSION = "metrics"
 OTHER_TENANT = "_other"  # tenant ids cannot contain "_", so this is never one
 
 # actual cost / reserved estimate: how much of each hold the call used.
@@ -200,14 +200,9 @@ class TimedCyclesClient(CyclesClient):
         return self._timed("balances", started, super().get_balances(**query_params))
 
 
-def get_metrics(app: Flask) -> Metrics:
-    metrics: Metrics = app.extensions[EXTENSION]
-    return metrics
-
-
 @bp.get("/metrics")
 def metrics_view() -> Response:
-    metrics = get_metrics(current_app)
+    metrics = state.metrics()
     settings = metrics.settings
     token = settings.metrics_token
     if token is None:
@@ -225,11 +220,8 @@ def metrics_view() -> Response:
 
 
 def init_app(app: Flask) -> Metrics:
-    """Create the app's metrics and time its Cycles calls (after ``budget.init_app``)."""
-    from .budget import get_budgets
-
-    settings: Settings = app.extensions["settings"]
-    metrics = app.extensions[EXTENSION] = Metrics(settings)
-    get_budgets(app).client_factory = lambda config: TimedCyclesClient(config, metrics)
+    """Create the app's metrics and time its Cycles calls (after ``cycles_clients.init_app``)."""
+    metrics = app.extensions[state.METRICS] = Metrics(state.settings(app))
+    state.cycles(app).client_factory = lambda config: TimedCyclesClient(config, metrics)
     app.register_blueprint(bp)
     return metrics

@@ -13,6 +13,7 @@ from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from . import state
 from .config import Settings
 from .models import (
     BudgetResponse,
@@ -29,7 +30,6 @@ from .models import (
     apply_limits,
 )
 
-EXTENSION = "openapi"
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
 {%- if cookiecutter.tenant_auth == "api_key" %}
@@ -91,9 +91,9 @@ BUDGET_ERRORS = (401, 403, 429, 500, 503)
 
 def document(app: Flask) -> dict[str, Any]:
     """``app``'s API document (built on first use, then kept on the app)."""
-    built: dict[str, Any] | None = app.extensions.get(EXTENSION)
+    built: dict[str, Any] | None = app.extensions.get(state.OPENAPI)
     if built is None:
-        built = app.extensions[EXTENSION] = build(app.extensions["settings"])
+        built = app.extensions[state.OPENAPI] = build(state.settings(app))
     return built
 
 

@@ -29,7 +29,7 @@ from . import cycles_errors, request_log
 from .errors import ApiError
 
 if TYPE_CHECKING:
-    from .budget import CyclesBudgets
+    from .cycles_clients import CyclesClients
 
 log = logging.getLogger(__name__)
 
@@ -94,32 +94,32 @@ class Usage:
     latency_ms: int
 
 
-def reserve(budgets: CyclesBudgets, tenant: str, route: str, estimate: int) -> Hold:
+def reserve(cycles: CyclesClients, tenant: str, route: str, estimate: int) -> Hold:
     """Hold ``estimate`` for ``tenant``, or raise the ApiError to answer instead (402, ...)."""
-    if budgets.settings.cycles_mode == "shadow":
-        return _dry_run(budgets, tenant, route, estimate)
-    cached = budgets.deny_cache.lookup(tenant, estimate)
+    if cycles.settings.cycles_mode == "shadow":
+        return _dry_run(cycles, tenant, route, estimate)
+    cached = cycles.deny_cache.lookup(tenant, estimate)
     if cached is not None:
         raise cached
     sent_at = time.monotonic()
     try:
-        result = _create(budgets, tenant, route, estimate, dry_run=False)
+        result = _create(cycles, tenant, route, estimate, dry_run=False)
     except ApiError as error:
-        budgets.deny_cache.forget(tenant)
-        if budgets.settings.cycles_fail_open and cycles_errors.may_fail_open(error):
+        cycles.deny_cache.forget(tenant)
+        if cycles.settings.cycles_fail_open and cycles_errors.may_fail_open(error):
             log.warning("Cycles is unavailable; CYCLES_FAIL_OPEN serves %s unguarded", route)
             return Hold(tenant, route, estimate, "unguarded")
         if cycles_errors.is_budget_denial(error):
-            raise budgets.deny_cache.remember(tenant, estimate, error) from None
+            raise cycles.deny_cache.remember(tenant, estimate, error) from None
         raise
     reservation_id = result.get("reservation_id")
     if result.get("decision") == "DENY" or not isinstance(reservation_id, str):
         # A live denial is a 409 (above); a 200 without a reservation is a broken answer.
-        budgets.deny_cache.forget(tenant)
+        cycles.deny_cache.forget(tenant)
         raise cycles_errors.classify(-1, None, None)
-    budgets.deny_cache.forget(tenant)
+    cycles.deny_cache.forget(tenant)
     remaining = cycles_errors.non_negative_int(result.get("remaining_ttl_ms"))
-    ttl_ms = budgets.settings.cycles_reservation_ttl_ms if remaining is None else remaining
+    ttl_ms = cycles.settings.cycles_reservation_ttl_ms if remaining is None else remaining
     return Hold(
         tenant,
         route,
@@ -131,10 +131,10 @@ def reserve(budgets: CyclesBudgets, tenant: str, route: str, estimate: int) -> H
     )
 
 
-def _dry_run(budgets: CyclesBudgets, tenant: str, route: str, estimate: int) -> Hold:
+def _dry_run(cycles: CyclesClients, tenant: str, route: str, estimate: int) -> Hold:
     """Shadow mode: evaluate the same reservation without holding anything; never deny."""
     try:
-        result = _create(budgets, tenant, route, estimate, dry_run=True)
+        result = _create(cycles, tenant, route, estimate, dry_run=True)
     except ApiError as error:
         if cycles_errors.is_budget_denial(error):
             _log_would_be_denial(tenant, route, estimate, error.error)
@@ -149,45 +149,45 @@ def _dry_run(budgets: CyclesBudgets, tenant: str, route: str, estimate: int) -> 
 
 
 def _create(
-    budgets: CyclesBudgets, tenant: str, route: str, estimate: int, *, dry_run: bool
+    cycles: CyclesClients, tenant: str, route: str, estimate: int, *, dry_run: bool
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "idempotency_key": str(uuid.uuid4()),
-        "subject": budgets.subject_body(tenant),
-        "action": action_body(budgets),
+        "subject": cycles.subject_body(tenant),
+        "action": action_body(cycles),
         "estimate": {"unit": UNIT, "amount": estimate},
-        "ttl_ms": budgets.settings.cycles_reservation_ttl_ms,
+        "ttl_ms": cycles.settings.cycles_reservation_ttl_ms,
         "metadata": {"route": route, **_request_metadata(request_log.current_trace())},
     }
     if dry_run:
         body["dry_run"] = True
-    return _reservation_result(budgets.client_for(tenant).create_reservation(body))
+    return _reservation_result(cycles.client_for(tenant).create_reservation(body))
 
 
-def settle(budgets: CyclesBudgets, hold: Hold, cost: int, usage: Usage) -> Settlement | None:
+def settle(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> Settlement | None:
     """Charge ``cost`` for ``hold``'s call; None if the hold was settled already."""
     if not hold.claim_settlement():
         return None
-    budgets.keeper.forget(hold)
+    cycles.keeper.forget(hold)
     if hold.held:
-        settlement = _commit(budgets, hold, cost, usage)
+        settlement = _commit(cycles, hold, cost, usage)
     else:
-        settlement = _record_event(budgets, hold, cost, usage)
+        settlement = _record_event(cycles, hold, cost, usage)
     request_log.settled(hold, usage, settlement)
     return settlement
 
 
-def release(budgets: CyclesBudgets, hold: Hold, reason: str) -> None:
+def release(cycles: CyclesClients, hold: Hold, reason: str) -> None:
     """Give the whole hold back: the call produced nothing billable."""
     if not hold.claim_settlement():
         return
-    budgets.keeper.forget(hold)
+    cycles.keeper.forget(hold)
     request_log.released(hold)
     if not hold.held:
         return
     assert hold.reservation_id is not None
     body = {"idempotency_key": str(uuid.uuid4()), "reason": reason[:256]}
-    response = budgets.client_for(hold.tenant).release_reservation(hold.reservation_id, body)
+    response = cycles.client_for(hold.tenant).release_reservation(hold.reservation_id, body)
     if not response.is_success:
         # The hold expires by itself at its TTL; nothing was spent, so nothing is lost.
         log.warning(
@@ -210,15 +210,15 @@ PERMANENT_EXTEND_FAILURES = frozenset(
 )
 
 
-def extend(budgets: CyclesBudgets, hold: Hold) -> bool:
+def extend(cycles: CyclesClients, hold: Hold) -> bool:
     """Push ``hold``'s expiry out by one TTL; True when Cycles took the extension."""
     if not hold.held or hold.settled:
         return False
     assert hold.reservation_id is not None
-    ttl_ms = budgets.settings.cycles_reservation_ttl_ms
+    ttl_ms = cycles.settings.cycles_reservation_ttl_ms
     body = {"idempotency_key": str(uuid.uuid4()), "extend_by_ms": ttl_ms}
     sent_at = time.monotonic()
-    response = budgets.client_for(hold.tenant).extend_reservation(hold.reservation_id, body)
+    response = cycles.client_for(hold.tenant).extend_reservation(hold.reservation_id, body)
     result = response.body if isinstance(response.body, dict) else {}
     if response.is_success and result.get("status") == "ACTIVE":
         remaining = cycles_errors.non_negative_int(result.get("remaining_ttl_ms"))
@@ -243,14 +243,14 @@ def extend(budgets: CyclesBudgets, hold: Hold) -> bool:
     return False
 
 
-def action_body(budgets: CyclesBudgets) -> dict[str, str]:
-    return {"kind": ACTION_KIND, "name": budgets.settings.llm_model[:MAX_ACTION_NAME_CHARS]}
+def action_body(cycles: CyclesClients) -> dict[str, str]:
+    return {"kind": ACTION_KIND, "name": cycles.settings.llm_model[:MAX_ACTION_NAME_CHARS]}
 
 
 # --- settling --------------------------------------------------------------------------
 
 
-def _commit(budgets: CyclesBudgets, hold: Hold, cost: int, usage: Usage) -> Settlement:
+def _commit(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> Settlement:
     assert hold.reservation_id is not None
     body: dict[str, Any] = {
         "idempotency_key": str(uuid.uuid4()),
@@ -258,18 +258,18 @@ def _commit(budgets: CyclesBudgets, hold: Hold, cost: int, usage: Usage) -> Sett
         "metrics": _metrics(usage),
         **({"metadata": _request_metadata(hold.trace)} if hold.trace else {}),
     }
-    client = budgets.client_for(hold.tenant)
+    client = cycles.client_for(hold.tenant)
     response = client.commit_reservation(hold.reservation_id, body)
-    event = _event_body(budgets, hold, cost, usage, body["idempotency_key"], hold.reservation_id)
+    event = _event_body(cycles, hold, cost, usage, body["idempotency_key"], hold.reservation_id)
     if response.is_success:
         charged = _charged(response.body, cost)
         if charged < cost:
             # The provider used more than max_tokens allowed for: charge the rest as debt.
-            _charge_shortfall(budgets, hold, cost - charged, usage)
+            _charge_shortfall(cycles, hold, cost - charged, usage)
         return Settlement("committed", cost)
     code = cycles_errors.error_code(response)
     if response.status == 410 or code == "RESERVATION_EXPIRED":
-        return _charge_after_expiry(budgets, hold, cost, event)
+        return _charge_after_expiry(cycles, hold, cost, event)
     if code in ("RESERVATION_FINALIZED", "IDEMPOTENCY_MISMATCH"):
         log.error("Cycles refused the commit of %s: %s", hold.reservation_id, code)
         return Settlement("committed", 0)
@@ -280,14 +280,14 @@ def _commit(budgets: CyclesBudgets, hold: Hold, cost: int, usage: Usage) -> Sett
         response.status,
         code,
     )
-    budgets.retry_for(hold.tenant).commit_later(
+    cycles.retry_for(hold.tenant).commit_later(
         hold.reservation_id, body, event, response.retry_after_ms_header
     )
     return Settlement("pending", cost)
 
 
 def _charge_after_expiry(
-    budgets: CyclesBudgets, hold: Hold, cost: int, event: dict[str, Any]
+    cycles: CyclesClients, hold: Hold, cost: int, event: dict[str, Any]
 ) -> Settlement:
     """The hold lapsed before the commit: record the spend as an event, as debt if allowed."""
     log.error(
@@ -296,11 +296,11 @@ def _charge_after_expiry(
         hold.tenant,
         cost,
     )
-    charged = _post_event(budgets, hold, {**event, "overage_policy": "ALLOW_WITH_OVERDRAFT"})
+    charged = _post_event(cycles, hold, {**event, "overage_policy": "ALLOW_WITH_OVERDRAFT"})
     if charged is None:
         # Past the overdraft limit (or none is set): take what remains and log the rest.
         fallback = {**event, "idempotency_key": str(uuid.uuid4())}
-        charged = _post_event(budgets, hold, {**fallback, "overage_policy": "ALLOW_IF_AVAILABLE"})
+        charged = _post_event(cycles, hold, {**fallback, "overage_policy": "ALLOW_IF_AVAILABLE"})
     if charged is not None and charged < cost:
         log.error(
             "Tenant %s: %s USD microcents of expired reservation %s could not be charged",
@@ -311,7 +311,7 @@ def _charge_after_expiry(
     return Settlement("late", cost if charged is None else charged)
 
 
-def _charge_shortfall(budgets: CyclesBudgets, hold: Hold, shortfall: int, usage: Usage) -> None:
+def _charge_shortfall(cycles: CyclesClients, hold: Hold, shortfall: int, usage: Usage) -> None:
     log.warning(
         "Tenant %s: the provider reported more usage than reservation %s allowed for; "
         "charging the %s USD microcents over the estimate as debt",
@@ -319,8 +319,8 @@ def _charge_shortfall(budgets: CyclesBudgets, hold: Hold, shortfall: int, usage:
         hold.reservation_id,
         shortfall,
     )
-    event = _event_body(budgets, hold, shortfall, usage, str(uuid.uuid4()), hold.reservation_id)
-    if _post_event(budgets, hold, {**event, "overage_policy": "ALLOW_WITH_OVERDRAFT"}) is None:
+    event = _event_body(cycles, hold, shortfall, usage, str(uuid.uuid4()), hold.reservation_id)
+    if _post_event(cycles, hold, {**event, "overage_policy": "ALLOW_WITH_OVERDRAFT"}) is None:
         log.error(
             "Tenant %s: %s USD microcents over reservation %s could not be charged "
             "(no overdraft allowed)",
@@ -330,26 +330,26 @@ def _charge_shortfall(budgets: CyclesBudgets, hold: Hold, shortfall: int, usage:
         )
 
 
-def _record_event(budgets: CyclesBudgets, hold: Hold, cost: int, usage: Usage) -> Settlement:
+def _record_event(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> Settlement:
     """Shadow or unguarded calls hold nothing: their cost is recorded as a spend event."""
     key = str(uuid.uuid4())
-    event = _event_body(budgets, hold, cost, usage, key, None)
+    event = _event_body(cycles, hold, cost, usage, key, None)
     if hold.mode == "shadow":
-        charged = _post_event(budgets, hold, event, retry_reference=f"shadow-{key}")
+        charged = _post_event(cycles, hold, event, retry_reference=f"shadow-{key}")
         return Settlement("event", cost if charged is None else charged)
     # Unguarded: Cycles was unreachable a moment ago; queue the event rather than wait.
-    budgets.retry_for(hold.tenant).event_later(f"unguarded-{key}", event)
+    cycles.retry_for(hold.tenant).event_later(f"unguarded-{key}", event)
     return Settlement("pending", cost)
 
 
 def _post_event(
-    budgets: CyclesBudgets,
+    cycles: CyclesClients,
     hold: Hold,
     event: dict[str, Any],
     retry_reference: str | None = None,
 ) -> int | None:
     """POST one spend event; the amount charged, or None if Cycles refused it."""
-    response = budgets.client_for(hold.tenant).create_event(event)
+    response = cycles.client_for(hold.tenant).create_event(event)
     if response.is_success:
         return _charged(response.body, event["actual"]["amount"])
     code = cycles_errors.error_code(response)
@@ -357,12 +357,12 @@ def _post_event(
         log.warning("Cycles refused a spend event for %s: %s", hold.tenant, code)
         return None
     log.warning("Cycles spend event for %s did not land (HTTP %s)", hold.tenant, response.status)
-    budgets.retry_for(hold.tenant).event_later(retry_reference or event["idempotency_key"], event)
+    cycles.retry_for(hold.tenant).event_later(retry_reference or event["idempotency_key"], event)
     return event["actual"]["amount"]  # type: ignore[no-any-return]
 
 
 def _event_body(
-    budgets: CyclesBudgets,
+    cycles: CyclesClients,
     hold: Hold,
     amount: int,
     usage: Usage,
@@ -375,8 +375,8 @@ def _event_body(
         metadata["reservation_id"] = reservation_id
     return {
         "idempotency_key": idempotency_key,
-        "subject": budgets.subject_body(hold.tenant),
-        "action": action_body(budgets),
+        "subject": cycles.subject_body(hold.tenant),
+        "action": action_body(cycles),
         "actual": {"unit": UNIT, "amount": amount},
         "metrics": _metrics(usage),
         "metadata": metadata,

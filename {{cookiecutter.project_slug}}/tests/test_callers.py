@@ -7,7 +7,7 @@ from flask import Flask, g
 from flask.testing import FlaskClient
 
 from conftest import assert_error, auth_headers
-from {{ cookiecutter.package_name }} import tenancy
+from {{ cookiecutter.package_name }} import callers
 from {{ cookiecutter.package_name }}.errors import ApiError
 
 BODY = {"prompt": "hello"}
@@ -55,11 +55,11 @@ def test_health_needs_no_caller(client: FlaskClient) -> None:
 @pytest.mark.parametrize("tenant", ["acme", "globex"])
 def test_the_resolved_tenant_is_in_g(app: Flask, tenant: str) -> None:
     with app.test_request_context("/budget", headers=auth_headers(tenant)):
-        tenancy.authenticate()
-        assert g.tenant == tenant == tenancy.current_tenant()
+        callers.authenticate()
+        assert g.tenant == tenant == callers.current_tenant()
 
 
 def test_resolution_raises_api_error(app: Flask) -> None:
     with app.test_request_context("/budget"), pytest.raises(ApiError) as raised:
-        tenancy.authenticate()
+        callers.authenticate()
     assert raised.value.status == 401

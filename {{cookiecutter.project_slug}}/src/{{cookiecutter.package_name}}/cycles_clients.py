@@ -1,16 +1,9 @@
-"""The Cycles extension: the app's Cycles clients, its tenants' subjects and balances.
+"""The app's link to Cycles: where the server is, a client per API key, and the machinery
+the guard shares (deny cache, heartbeat, background settlement, bounded provider calls).
 
-Everything lives on the app (``app.extensions["cycles"]``), never on the module, so two
-apps in one process each talk to their own Cycles server with their own keys.
-{%- if cookiecutter.tenant_isolation == "workspace" %}
-
-Isolation: **workspace**. The app is one Cycles tenant (``CYCLES_TENANT``) with one API key;
-app tenant ``acme`` spends from ``tenant:<CYCLES_TENANT>/workspace:acme``.
-{%- else %}
-
-Isolation: **tenant**. Every app tenant is its own Cycles tenant with its own API key
-(``CYCLES_TENANT_API_KEYS``), so one tenant's key cannot touch another's budget.
-{%- endif %}
+Everything lives on the app (``state.cycles(app)``), never on the module, so two apps in one
+process each talk to their own Cycles server with their own keys. Where an app tenant's
+budget lives in Cycles (tenant, scope, subject, key) is cycles_tenancy.py's answer.
 """
 
 from __future__ import annotations
@@ -19,12 +12,11 @@ import atexit
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask
 from runcycles import CyclesClient, CyclesConfig, Subject
 
-from . import cycles_errors, devledger, reservations
+from . import cycles_errors, cycles_tenancy, embedded_ledger, reservations, state
 from .bounded_calls import CallRunner
 from .config import (
     CYCLES_SAFETY_MARGIN_MS,
@@ -32,11 +24,9 @@ from .config import (
     cycles_call_budget_ms,
 )
 from .denycache import DenyCache
-from .devledger import EmbeddedCycles
+from .embedded_ledger import EmbeddedCycles
 from .heartbeat import HoldKeeper
 from .runcycles_compat import SettlementRetry
-
-EXTENSION = "cycles"
 
 
 @dataclass(frozen=True)
@@ -60,8 +50,8 @@ class CyclesConnection:
     ledger: EmbeddedCycles | None = None  # the embedded ledger, when it is the server
 
 
-class CyclesBudgets:
-    """The app's Cycles clients and how app tenants map to Cycles subjects."""
+class CyclesClients:
+    """The app's Cycles clients (one per API key) and what the guard shares."""
 
     def __init__(
         self,
@@ -160,41 +150,19 @@ class CyclesBudgets:
             connection, self._connection = self._connection, None
         if connection is not None and connection.ledger is not None:
             connection.ledger.stop()
-{%- if cookiecutter.tenant_isolation == "workspace" %}
 
     def subject_for(self, tenant: str) -> Subject:
-        """App tenant ``acme`` is workspace ``acme`` of the app's one Cycles tenant."""
-        return Subject(
-            tenant=self.settings.cycles_tenant, workspace=tenant, app=self.settings.cycles_app
-        )
+        """The Cycles subject of ``tenant``'s calls (cycles_tenancy.py decides it)."""
+        return Subject.model_validate(self.subject_body(tenant))
 
-    def subject_body(self, tenant: str) -> dict[str, Any]:
+    def subject_body(self, tenant: str) -> dict[str, str]:
         """``subject_for`` as the JSON Cycles receives (plain dict: no model round trip)."""
-        return {
-            "tenant": self.settings.cycles_tenant,
-            "workspace": tenant,
-            "app": self.settings.cycles_app,
-        }
-
-    def _balance_filters(self, tenant: str) -> dict[str, str]:
-        return {"tenant": self.settings.cycles_tenant, "workspace": tenant}
-{%- else %}
-
-    def subject_for(self, tenant: str) -> Subject:
-        """App tenant ``acme`` is Cycles tenant ``acme``."""
-        return Subject(tenant=tenant, app=self.settings.cycles_app)
-
-    def subject_body(self, tenant: str) -> dict[str, Any]:
-        """``subject_for`` as the JSON Cycles receives (plain dict: no model round trip)."""
-        return {"tenant": tenant, "app": self.settings.cycles_app}
-
-    def _balance_filters(self, tenant: str) -> dict[str, str]:
-        return {"tenant": tenant}
-{%- endif %}
+        return cycles_tenancy.subject(self.settings, tenant)
 
     def balances(self, tenant: str) -> list[Balance]:
         """``tenant``'s own budgets, one per scope."""
-        response = self.client_for(tenant).get_balances(**self._balance_filters(tenant))
+        filters = cycles_tenancy.balance_filters(self.settings, tenant)
+        response = self.client_for(tenant).get_balances(**filters)
         if not response.is_success:
             raise cycles_errors.from_response(response, "balances")
         # Read leniently: a newer server may add fields the client's strict models reject.
@@ -220,30 +188,25 @@ def _amount(row: Mapping[str, object], name: str) -> int:
     return amount if isinstance(amount, int) else 0
 
 
-def get_budgets(app: Flask) -> CyclesBudgets:
-    budgets: CyclesBudgets = app.extensions[EXTENSION]
-    return budgets
-
-
 def init_app(app: Flask) -> None:
     """Connect ``app`` to Cycles: its server, or the embedded ledger (started on first use)."""
-    settings: Settings = app.extensions["settings"]
+    settings = state.settings(app)
     if settings.uses_local_cycles:
 
         def connect() -> CyclesConnection:
-            embedded = devledger.start(settings)
+            embedded = embedded_ledger.start(settings)
             keys = {tenant: embedded.api_key_for(tenant) for tenant in settings.tenants}
             return CyclesConnection(embedded.base_url, keys, embedded)
 
         if settings.app_env != "testing":
             atexit.register(close, app)
     else:
-        server = CyclesConnection(settings.cycles_base_url, configured_api_keys(settings))
+        server = CyclesConnection(settings.cycles_base_url, cycles_tenancy.runtime_keys(settings))
 
         def connect() -> CyclesConnection:
             return server
 
-    app.extensions[EXTENSION] = CyclesBudgets(
+    app.extensions[state.CYCLES] = CyclesClients(
         settings, connect, embedded=settings.uses_local_cycles
     )
     cycles_errors.init_app(app)
@@ -251,29 +214,11 @@ def init_app(app: Flask) -> None:
 
 def local_server(app: Flask) -> EmbeddedCycles | None:
     """The app's embedded ledger (started now if it was not yet), or None with a server."""
-    return get_budgets(app).connection().ledger
-
-
-def configured_api_keys(settings: Settings) -> dict[str, str]:
-    """The Cycles API key of each app tenant, from the settings (config checked them)."""
-{%- if cookiecutter.tenant_isolation == "workspace" %}
-    return dict.fromkeys(settings.tenants, settings.cycles_api_key or "")
-{%- else %}
-    return {tenant: settings.cycles_tenant_api_keys[tenant] for tenant in settings.tenants}
-{%- endif %}
-
-
-def key_settings(settings: Settings, keys: Mapping[str, str]) -> dict[str, str]:
-    """The settings that give the app these runtime keys (Cycles tenant -> key)."""
-{%- if cookiecutter.tenant_isolation == "workspace" %}
-    return {"CYCLES_TENANT": settings.cycles_tenant, "CYCLES_API_KEY": keys[settings.cycles_tenant]}
-{%- else %}
-    return {"CYCLES_TENANT_API_KEYS": ",".join(f"{t}={k}" for t, k in keys.items())}
-{%- endif %}
+    return state.cycles(app).connection().ledger
 
 
 def close(app: Flask) -> None:
     """Close the app's Cycles clients and stop its embedded ledger (idempotent)."""
-    budgets = app.extensions.pop(EXTENSION, None)
-    if budgets is not None:
-        budgets.close()
+    clients = app.extensions.pop(state.CYCLES, None)
+    if clients is not None:
+        clients.close()

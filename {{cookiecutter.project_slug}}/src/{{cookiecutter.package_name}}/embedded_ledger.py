@@ -21,12 +21,11 @@ from decimal import Decimal
 
 from localcycles import LedgerError, LocalCyclesServer, LocalLedger
 
+from . import cycles_tenancy
 from .config import ConfigError, Settings
 from .pricing import MICROCENTS_PER_USD
 
 log = logging.getLogger(__name__)
-
-UNIT = "USD_MICROCENTS"
 
 
 class EmbeddedCycles:
@@ -87,14 +86,8 @@ def start(settings: Settings) -> EmbeddedCycles:
         port=settings.cycles_local_port,
         admin_key=secrets.token_urlsafe(24),
     )
-    # CYCLES_LOCAL_REPLAY_DAYS, where the settings define it: how long retries replay.
-    replay_days = getattr(settings, "cycles_local_replay_days", None)
-    try:
-        if replay_days is not None:
-            server.ledger.replay_window_days = float(replay_days)
-    except ValueError as exc:
-        server.ledger.close()
-        raise ConfigError(f"CYCLES_LOCAL_REPLAY_DAYS={replay_days}: {exc}") from None
+    # How long a retried call replays its first answer; older records are pruned.
+    server.ledger.replay_window_days = settings.cycles_local_replay_days
     try:
         server.start()
     except OSError as exc:
@@ -119,30 +112,10 @@ def start(settings: Settings) -> EmbeddedCycles:
 
 
 def seed(ledger: LocalLedger, settings: Settings) -> dict[str, str]:
-    """Create what each app tenant needs; return each app tenant's runtime API key."""
-    allocated = budget_microcents(settings)
-{%- if cookiecutter.tenant_isolation == "workspace" %}
-    operator = settings.cycles_tenant
-    ledger.create_tenant(operator)
-    key = ledger.create_api_key(
-        operator, settings.cycles_api_key or runtime_key(ledger, settings, operator)
+    """Create what each app tenant needs (see cycles_tenancy.py); each one's runtime key."""
+    return cycles_tenancy.seed(
+        ledger,
+        settings,
+        budget_microcents(settings),
+        lambda cycles_tenant: runtime_key(ledger, settings, cycles_tenant),
     )
-    for tenant in settings.tenants:
-        _ensure_budget(ledger, f"tenant:{operator}/workspace:{tenant}", allocated)
-    return dict.fromkeys(settings.tenants, key)
-{%- else %}
-    keys = {}
-    for tenant in settings.tenants:
-        ledger.create_tenant(tenant)
-        wanted = settings.cycles_tenant_api_keys.get(tenant) or runtime_key(
-            ledger, settings, tenant
-        )
-        keys[tenant] = ledger.create_api_key(tenant, wanted)
-        _ensure_budget(ledger, f"tenant:{tenant}", allocated)
-    return keys
-{%- endif %}
-
-
-def _ensure_budget(ledger: LocalLedger, scope: str, allocated: int) -> None:
-    if ledger.budget(scope, UNIT) is None:
-        ledger.set_budget(scope, UNIT, allocated=allocated)
