@@ -1,11 +1,9 @@
-"""``flask cycles ...``: provision Cycles through its admin API and show balances.
+"""``flask cycles ...``: provision Cycles and show balances; ``flask tenants ...``: callers.
 
-Requests have exactly the reference admin API's shapes (cycles-server-admin, port 7979):
-the operator's ``X-Admin-API-Key`` creates tenants and API keys, and creates and funds
-budgets on behalf of a tenant (``tenant_id`` in the body, or the query for funding). So
-the same commands provision the embedded development ledger and a real Cycles stack.
-How app tenants map to Cycles tenants and scopes is the app's own (``cycles_tenancy.py``), and
-balances are read by the app's own code with its own runtime keys: what the app sees.
+Provisioning goes through the Cycles admin API (admin_api.py), so the same commands set up
+the embedded development ledger and a real Cycles stack. Where an app tenant's budget lives
+is the app's own answer (cycles_tenancy.py), and balances are read by the app's own code
+with its own runtime keys: what the app sees.
 """
 
 from __future__ import annotations
@@ -13,30 +11,21 @@ from __future__ import annotations
 {% if cookiecutter.tenant_auth == "api_key" -%}
 import secrets
 {% endif -%}
-import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
-import httpx
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from runcycles import Unit
-
-from localcycles import RUNTIME_PERMISSIONS
 
 from . import cycles_clients, cycles_tenancy, state
+from .admin_api import Endpoint, create_api_key, create_budget, create_tenant, key_works
 from .config import TENANT_ID_RE, TENANT_ID_RULE{% if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
 from .embedded_ledger import EmbeddedCycles
 from .errors import ApiError
-from .pricing import format_usd, usd_to_microcents
-
-UNIT = Unit.USD_MICROCENTS.value
-HTTP_TIMEOUT_S = 10.0
-
-Json = dict[str, Any]
+from .keys_file import read_keys_file, recorded_keys, write_keys_file
+from .pricing import UNIT, format_usd, usd_to_microcents
 
 cycles = AppGroup("cycles", help="Provision Cycles tenants, keys and budgets; show balances.")
 {%- if cookiecutter.tenant_auth == "api_key" %}
@@ -49,49 +38,6 @@ def init_app(app: Flask) -> None:
 {%- if cookiecutter.tenant_auth == "api_key" %}
     app.cli.add_command(tenants)
 {%- endif %}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A Cycles HTTP API (admin or runtime) and the header that authenticates to it."""
-
-    url: str
-    headers: Mapping[str, str]
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Json | None = None,
-        params: Mapping[str, str] | None = None,
-        accept: Iterable[int] = (200, 201),
-    ) -> tuple[int, Json]:
-        """Send one request; any failure becomes a one-line error, never a traceback."""
-        where = f"{method} {self.url}{path}"
-        try:
-            response = httpx.request(
-                method,
-                self.url + path,
-                json=body,
-                params=params,
-                headers=dict(self.headers),
-                timeout=HTTP_TIMEOUT_S,
-            )
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"{where}: cannot reach the server ({exc})") from None
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {}
-        payload = payload if isinstance(payload, dict) else {}
-        if response.status_code not in accept:
-            error = payload.get("error") or response.reason_phrase
-            message = payload.get("message") or response.text[:200]
-            raise click.ClickException(
-                f"{where} failed: HTTP {response.status_code} {error}: {message}"
-            )
-        return response.status_code, payload
 
 
 # --- where things are ----------------------------------------------------------------
@@ -172,47 +118,6 @@ def dollars(text: str, *, positive: bool = False) -> int:
     return microcents
 
 
-# --- keys files ----------------------------------------------------------------------
-
-
-def read_keys_file(path: Path) -> dict[str, str]:
-    """The ``NAME=value`` lines of an env file (as :func:`write_keys_file` writes them)."""
-    if not path.exists():
-        return {}
-    values = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        name, sep, raw = line.strip().partition("=")
-        if sep and not name.startswith("#"):
-            try:
-                parts = shlex.split(raw)
-            except ValueError:
-                raise click.ClickException(f"{path}:{number}: not a NAME=value line") from None
-            values[name.strip()] = parts[0] if parts else ""
-    return values
-
-
-def write_keys_file(path: Path, values: Mapping[str, str]) -> None:
-    # Written to a temporary name and renamed: a half-written file never looks complete.
-    lines = [f"{name}={shlex.quote(value)}" for name, value in values.items()]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.chmod(0o600)  # it holds API keys
-    tmp.replace(path)
-
-
-def recorded_keys(file_values: Mapping[str, str]) -> dict[str, str]:
-    """The runtime keys a keys file holds, by Cycles tenant (as cycles_tenancy.key_settings wrote
-    them: ``CYCLES_TENANT`` + ``CYCLES_API_KEY``, or ``CYCLES_TENANT_API_KEYS`` pairs)."""
-    keys = {}
-    if file_values.get("CYCLES_TENANT") and file_values.get("CYCLES_API_KEY"):
-        keys[file_values["CYCLES_TENANT"]] = file_values["CYCLES_API_KEY"]
-    for item in file_values.get("CYCLES_TENANT_API_KEYS", "").split(","):
-        tenant, _, key = (part.strip() for part in item.partition("="))
-        if tenant and key:
-            keys[tenant] = key
-    return keys
-
-
 def key_check_url(app: Flask) -> str | None:
     """The runtime server that shares keys with the admin API in use, if there is one to ask.
 
@@ -234,15 +139,6 @@ def app_keys(app: Flask) -> list[str]:
     return found
 
 
-def key_works(url: str, key: str, cycles_tenant: str) -> bool:
-    """Whether the Cycles server at ``url`` takes ``key`` as ``cycles_tenant``'s key."""
-    runtime = Endpoint(url, {"X-Cycles-API-Key": key})
-    status, _ = runtime.call(
-        "GET", "/v1/balances", params={"tenant": cycles_tenant}, accept=(200, 401, 403)
-    )
-    return status == 200
-
-
 def existing_key(app: Flask, cycles_tenant: str, recorded: Mapping[str, str]) -> str | None:
     """A runtime key of ``cycles_tenant`` that exists already: the keys file's or the app's
     own, if the Cycles server takes it (with no server to ask, the keys file's)."""
@@ -257,25 +153,6 @@ def existing_key(app: Flask, cycles_tenant: str, recorded: Mapping[str, str]) ->
 
 
 # --- provisioning ----------------------------------------------------------------------
-
-
-def create_tenant(admin: Endpoint, tenant_id: str) -> None:
-    status, _ = admin.call(
-        "POST", "/v1/admin/tenants", body={"tenant_id": tenant_id, "name": tenant_id}
-    )
-    click.echo(f"tenant {tenant_id}: {'created' if status == 201 else 'exists'}")
-
-
-def create_api_key(admin: Endpoint, tenant_id: str, name: str) -> str:
-    _, key = admin.call(
-        "POST",
-        "/v1/admin/api-keys",
-        body={"tenant_id": tenant_id, "name": name, "permissions": list(RUNTIME_PERMISSIONS)},
-    )
-    secret = key.get("key_secret")
-    if not isinstance(secret, str) or not secret:
-        raise click.ClickException(f"the admin API returned no key_secret for {tenant_id!r}")
-    return secret
 
 
 def runtime_key(
@@ -295,26 +172,6 @@ def runtime_key(
     else:
         click.echo(f"api key for {cycles_tenant}: created {key[:8]}...")
     return key
-
-
-def create_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int) -> None:
-    status, payload = admin.call(
-        "POST",
-        "/v1/admin/budgets",
-        body={
-            "tenant_id": tenant_id,
-            "scope": scope,
-            "unit": UNIT,
-            "allocated": {"amount": microcents, "unit": UNIT},
-        },
-        accept=(201, 409),
-    )
-    if status == 409 and payload.get("error") != "DUPLICATE_RESOURCE":
-        raise click.ClickException(
-            f"budget {scope}: HTTP 409 {payload.get('error')}: {payload.get('message')}"
-        )
-    # An existing budget is left as it is: re-running provisioning never resets spend.
-    click.echo(f"budget {scope}: {'created' if status == 201 else 'exists (unchanged)'}")
 
 
 @cycles.command("provision", short_help="Create tenants, runtime keys and budgets.")

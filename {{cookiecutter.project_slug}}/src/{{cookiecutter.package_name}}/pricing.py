@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from runcycles import Unit
+
 from .llm.base import MESSAGE_OVERHEAD_TOKENS
 
 __all__ = [
     "MESSAGE_OVERHEAD_TOKENS",
     "MICROCENTS_PER_USD",
+    "UNIT",
     "cost",
     "estimate",
     "format_usd",
@@ -23,6 +26,8 @@ __all__ = [
 ]
 
 MODEL = "{{ cookiecutter.model }}"
+# Every amount the app sends Cycles is in this unit.
+UNIT = Unit.USD_MICROCENTS.value
 MICROCENTS_PER_USD = 100_000_000
 USD_DECIMAL_PLACES = 8  # one microcent
 TOKENS_PER_PRICE_UNIT = 1_000_000

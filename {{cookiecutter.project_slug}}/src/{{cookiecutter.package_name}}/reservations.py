@@ -27,13 +27,13 @@ from runcycles import CyclesMetrics, CyclesResponse
 
 from . import cycles_errors, request_log
 from .errors import ApiError
+from .pricing import UNIT
 
 if TYPE_CHECKING:
     from .cycles_clients import CyclesClients
 
 log = logging.getLogger(__name__)
 
-UNIT = "USD_MICROCENTS"
 ACTION_KIND = "llm.completion"
 # Cycles limits action names to 256 characters and model_version to 128.
 MAX_ACTION_NAME_CHARS = 256
