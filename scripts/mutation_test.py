@@ -193,7 +193,7 @@ def test_command(mutant: Mutant) -> list[str]:
     tests = (
         ["tests"]
         if mutant.path.startswith("localcycles/")
-        else ["tests", "--ignore=tests/localcycles"]
+        else ["tests", "--ignore=tests/embedded_server"]
     )
     return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
 

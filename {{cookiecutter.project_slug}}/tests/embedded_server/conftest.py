@@ -1,36 +1,22 @@
 """Fixtures for tests that talk to the embedded local Cycles server over real HTTP.
 
-Constants and request-body helpers live in ``localcycles_testkit``; test modules import them
+Constants and request-body helpers live in ``testkit``; test modules import them
 from there and get these fixtures from pytest.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from localcycles_testkit import LC_ADMIN_KEY, LC_TENANT, FakeClock
 from runcycles import CyclesClient, CyclesConfig
 
 from localcycles import LocalCyclesServer, LocalLedger
 
-_PARENT_CONFTEST = str(Path(__file__).resolve().parent.parent / "conftest.py")
-
-
-def pytest_plugin_registered(plugin: object, plugin_name: str) -> None:
-    """Give the module name ``conftest`` back to the app's tests/conftest.py.
-
-    pytest imports every conftest.py outside a package as the module ``conftest``, so loading
-    this one replaced the app's in ``sys.modules``; the app's test modules import helpers with
-    ``from conftest import ...``. pytest calls this hook for every plugin registered before
-    this conftest, the app's conftest included.
-    """
-    if plugin_name == _PARENT_CONFTEST and isinstance(plugin, type(sys)):
-        sys.modules["conftest"] = plugin
+from .testkit import LC_ADMIN_KEY, LC_TENANT, FakeClock
 
 
 @pytest.fixture

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localcycles_testkit import LC_TENANT, LC_UNIT, reservation_body
 from runcycles import CyclesClient, CyclesConfig
 
 from localcycles import LocalCyclesServer
 from localcycles.http_front import Limits
+
+from .testkit import LC_TENANT, LC_UNIT, reservation_body
 
 CAP = 6
 DEADLINE_S = 5.0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from localcycles_testkit import LC_UNIT, reservation_body
 from runcycles import CyclesClient
 from runcycles.models import BalanceResponse, CommitResponse
 
 from localcycles import LocalLedger
+
+from .testkit import LC_UNIT, reservation_body
 
 WS = {"tenant": "acme", "workspace": "prod"}
 

@@ -6,7 +6,6 @@ import uuid
 
 import httpx
 import pytest
-from localcycles_testkit import LC_ADMIN_KEY, LC_TENANT, LC_UNIT, reservation_body
 from runcycles import (
     Action,
     Amount,
@@ -30,6 +29,8 @@ from runcycles.models import (
 )
 
 from localcycles import LocalLedger
+
+from .testkit import LC_ADMIN_KEY, LC_TENANT, LC_UNIT, reservation_body
 
 
 def figures(ledger: LocalLedger, scope: str) -> tuple[int, int, int, int]:

@@ -7,9 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from localcycles_testkit import reservation_body
 
 from localcycles import LocalCyclesServer, LocalLedger
+
+from .testkit import reservation_body
 
 ERROR_FIELDS = {"error", "message", "request_id", "trace_id"}
 

@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from localcycles_testkit import LC_UNIT, FakeClock, reservation_body
 from runcycles import CyclesClient
 from runcycles.models import ReservationCreateResponse
 
 from localcycles import LocalLedger
+
+from .testkit import LC_UNIT, FakeClock, reservation_body
 
 
 @pytest.fixture

@@ -17,7 +17,10 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from localcycles_testkit import (
+
+from localcycles import LocalCyclesServer, LocalLedger
+
+from .testkit import (
     LC_ADMIN_KEY,
     LC_TENANT,
     LC_UNIT,
@@ -25,8 +28,6 @@ from localcycles_testkit import (
     ledger_state,
     reservation_body,
 )
-
-from localcycles import LocalCyclesServer, LocalLedger
 
 ERROR_FIELDS = {"error", "message", "request_id", "trace_id"}
 STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3}) [^\r\n]*$")

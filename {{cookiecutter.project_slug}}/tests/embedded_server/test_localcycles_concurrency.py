@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from localcycles_testkit import LC_UNIT, reservation_body
 from runcycles import CyclesClient
 
 from localcycles import LocalLedger, spawn_server_process
+
+from .testkit import LC_UNIT, reservation_body
 
 THREADS = 16
 ATTEMPTS = 5  # per thread

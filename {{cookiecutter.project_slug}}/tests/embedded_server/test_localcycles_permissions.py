@@ -7,15 +7,16 @@ from typing import Any
 
 import httpx
 import pytest
-from localcycles_testkit import (
+
+from localcycles import RUNTIME_PERMISSIONS, LedgerError, LocalLedger
+
+from .testkit import (
     LC_ADMIN_KEY,
     LC_TENANT,
     LC_UNIT,
     ledger_state,
     reservation_body,
 )
-
-from localcycles import RUNTIME_PERMISSIONS, LedgerError, LocalLedger
 
 ERROR_FIELDS = {"error", "message", "request_id", "trace_id"}
 SCOPE = "tenant:acme"

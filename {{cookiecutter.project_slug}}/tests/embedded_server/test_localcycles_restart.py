@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from localcycles_testkit import LC_UNIT, reservation_body
 from runcycles import CyclesClient
 
 from localcycles import LocalCyclesServer
+
+from .testkit import LC_UNIT, reservation_body
 
 
 def test_restart_keeps_balances_keys_and_live_reservations(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
-from localcycles_testkit import LC_ADMIN_KEY, reservation_body
 from runcycles import CyclesClient
+
+from .testkit import LC_ADMIN_KEY, reservation_body
 
 ADMIN = {"X-Admin-API-Key": LC_ADMIN_KEY}
 

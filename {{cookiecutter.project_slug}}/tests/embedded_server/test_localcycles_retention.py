@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localcycles_testkit import LC_TENANT, LC_UNIT, FakeClock, reservation_body
 
 from localcycles import LocalLedger
 from localcycles.process import main
 from localcycles.rows import payload_hash
 from localcycles.validation import commit, reservation
+
+from .testkit import LC_TENANT, LC_UNIT, FakeClock, reservation_body
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
