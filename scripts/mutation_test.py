@@ -49,7 +49,8 @@ DEFAULT_TARGETS = (
     f"{PACKAGE}/config.py",
     f"{PACKAGE}/denycache.py",
     "localcycles/accounting.py",
-    "localcycles/auth.py",
+    "localcycles/keys.py",
+    "localcycles/permissions.py",
     "localcycles/lifecycle.py",
 )
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from flask import Flask
+from runcycles import BudgetExceededError
 
 from conftest import (
     CountingProvider,
@@ -19,6 +21,7 @@ from conftest import (
     assert_error,
     auth_headers,
     cycles_key,
+    forward_to,
 )
 from localcycles import LocalCyclesServer
 
@@ -123,6 +126,8 @@ def test_cycles_failures_map_to_stable_errors(
         (cycles_error(409, "OVERDRAFT_LIMIT_EXCEEDED"), 402, "overdraft_limit_exceeded", None),
         (cycles_error(409, "TENANT_CLOSED"), 403, "tenant_closed", None),
         (cycles_error(404, "NOT_FOUND"), 503, "budget_not_configured", None),
+        (cycles_error(404, "BUDGET_NOT_FOUND"), 503, "budget_not_configured", None),
+        (cycles_error(429, "SLOW_DOWN", **{"Retry-After": "3"}), 429, "rate_limited", 3_000),
         (cycles_error(409, "SOMETHING_NEW"), 503, "cycles_error", None),
         (cycles_error(500, "INTERNAL_ERROR"), 503, "cycles_unavailable", None),
         (cycles_error(429, "LIMIT_EXCEEDED", **{"Retry-After": "2"}), 429, "rate_limited", 2_000),
@@ -199,3 +204,49 @@ def test_a_cycles_key_of_another_tenant_is_refused_by_cycles(
     assert_error(response, 503, "cycles_misconfigured")
     assert provisioner.balance("globex")["spent"] == 0
 {%- endif %}
+
+
+def test_a_runcycles_error_raised_in_a_view_is_answered_as_json(
+    app: Flask, responses_match_the_document: list[str]
+) -> None:
+    # A route of your own that uses runcycles' raising API (the @cycles decorator, say)
+    # gets the same answers as the guarded routes.
+    def spend() -> None:
+        raise BudgetExceededError(
+            "no budget", status=409, error_code="BUDGET_EXCEEDED", retry_after_ms=1_500
+        )
+
+    app.add_url_rule("/custom-spend", view_func=spend)
+    response = app.test_client().get("/custom-spend")
+    body = assert_error(response, 402, "budget_exceeded")
+    assert body["retry_after_ms"] == 1_500
+    responses_match_the_document.clear()  # a route of this test's own: not in the document
+
+
+@pytest.mark.parametrize(
+    ("reply", "retried"),
+    [
+        (cycles_error(500, "INTERNAL_ERROR"), True),
+        (cycles_error(409, "RESERVATION_FINALIZED"), False),
+    ],
+)
+def test_a_commit_that_did_not_settle_is_retried_and_a_refused_one_is_not(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    make_app: Callable[..., Flask],
+    cycles_stub: StartStub,
+    tmp_path: Path,
+    reply: StubReply,
+    retried: bool,
+) -> None:
+    forward = forward_to(cycles_server.base_url)
+
+    def fail_commits(request: StubRequest) -> StubReply:
+        return reply if request.path.endswith("/commit") else forward(request)
+
+    app = make_app(cycles_stub(fail_commits).base_url)
+    response = app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
+    # The answer was paid for while the hold was live: it is served either way.
+    assert response.status_code == 200, response.get_json()
+    journaled = [path for path in (tmp_path / "journal").rglob("*") if path.is_file()]
+    assert bool(journaled) is retried

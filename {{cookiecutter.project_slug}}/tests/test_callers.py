@@ -1,7 +1,9 @@
 """Who is calling: a known tenant, or 401; there is no default tenant."""
 
 from __future__ import annotations
-
+{% if cookiecutter.tenant_auth == "api_key" %}
+import hmac
+{% endif %}
 import pytest
 from flask import Flask, g
 from flask.testing import FlaskClient
@@ -63,3 +65,27 @@ def test_resolution_raises_api_error(app: Flask) -> None:
     with app.test_request_context("/budget"), pytest.raises(ApiError) as raised:
         callers.authenticate()
     assert raised.value.status == 401
+{%- if cookiecutter.tenant_auth == "api_key" %}
+
+
+def test_a_key_is_compared_in_constant_time_with_every_known_digest(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Behaviour cannot show constant time; the comparisons made can. Every known digest is
+    # compared (no early exit on a match), each with hmac.compare_digest.
+    compared: list[tuple[str, str]] = []
+    real = hmac.compare_digest
+
+    def spy(known: str, presented: str) -> bool:
+        compared.append((known, presented))
+        return real(known, presented)
+
+    monkeypatch.setattr(callers.hmac, "compare_digest", spy)
+    known = set(app.extensions["settings"].tenant_key_hashes)
+    for headers in (auth_headers("acme"), {"Authorization": "Bearer not-a-key"}):
+        compared.clear()
+        client.get("/budget", headers=headers)
+        assert {digest for digest, _ in compared} == known
+        assert len(compared) == len(known)
+        assert all(len(presented) == 64 for _, presented in compared)
+{%- endif %}

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from conftest import (
     budget_scope,
     forward_to,
 )
-from {{ cookiecutter.package_name }} import pricing, reservations, state
+from {{ cookiecutter.package_name }} import guard, pricing, reservations, state
 from {{ cookiecutter.package_name }}.config import ConfigError
+from {{ cookiecutter.package_name }}.errors import ApiError
 from {{ cookiecutter.package_name }}.heartbeat import HoldKeeper
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
 from {{ cookiecutter.package_name }}.reservations import Hold
@@ -159,13 +161,15 @@ def test_a_commit_after_expiry_is_recorded_as_debt_where_overdraft_allows(
     clocked: Provisioner,
     server_clock: ServerClock,
     make_app: Callable[..., Flask],
+    cycles_stub: Callable[[Responder], CyclesStub],
 ) -> None:
     clocked_server.ledger.set_budget(
         budget_scope("acme"), UNIT, allocated=estimate(), overdraft_limit=10 * estimate()
     )
     gate = threading.Event()
     provider = CountingProvider(model="fake-model", gate=gate)
-    app = make_app(clocked_server.base_url, CYCLES_DENY_CACHE_MS="0")
+    recorder = cycles_stub(forward_to(clocked_server.base_url))
+    app = make_app(recorder.base_url, CYCLES_DENY_CACHE_MS="0")
     app.extensions["llm"] = provider
     with ThreadPoolExecutor(max_workers=2) as pool:
         late = pool.submit(chat, app)
@@ -186,6 +190,42 @@ def test_a_commit_after_expiry_is_recorded_as_debt_where_overdraft_allows(
     assert balance["spent"] + balance["debt"] == 2 * cost
     assert balance["debt"] >= 2 * cost - estimate() > 0
     assert balance["reserved"] == 0
+    # One spend event, in full, as debt: no second attempt once the first was taken.
+    (late_event,) = recorder.bodies("/v1/events")
+    assert late_event["overage_policy"] == "ALLOW_WITH_OVERDRAFT"
+    assert late_event["actual"]["amount"] == cost
+
+
+def test_a_late_commit_past_the_overdraft_limit_takes_what_is_left_and_logs_the_rest(
+    clocked_server: LocalCyclesServer,
+    clocked: Provisioner,
+    server_clock: ServerClock,
+    make_app: Callable[..., Flask],
+    cycles_stub: Callable[[Responder], CyclesStub],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = threading.Event()
+    provider = CountingProvider(model="fake-model", gate=gate)
+    recorder = cycles_stub(forward_to(clocked_server.base_url))
+    app = make_app(recorder.base_url, CYCLES_DENY_CACHE_MS="0")
+    app.extensions["llm"] = provider
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        late = pool.submit(chat, app)
+        assert provider.started.acquire(timeout=PATIENCE_S)
+        server_clock.now_ms += TTL_MS + GRACE_MS + 1
+        # Meanwhile the operator cut the budget to nothing, with 1 microcent of overdraft.
+        clocked_server.ledger.set_budget(
+            budget_scope("acme"), UNIT, allocated=0, overdraft_limit=1
+        )
+        gate.set()
+        assert_error(late.result(), 503, "reservation_expired")
+    overdraft, fallback = recorder.bodies("/v1/events")
+    assert overdraft["overage_policy"] == "ALLOW_WITH_OVERDRAFT"
+    assert fallback["overage_policy"] == "ALLOW_IF_AVAILABLE"
+    assert fallback["idempotency_key"] != overdraft["idempotency_key"]
+    balance = clocked.balance("acme")
+    assert (balance["spent"], balance["debt"], balance["reserved"]) == (0, 0, 0)
+    assert any("could not be charged" in r.getMessage() for r in caplog.records)
 
 
 # --- bounded provider calls ---------------------------------------------------------------
@@ -288,10 +328,20 @@ class PacedProvider(FakeProvider):
             yield delta
 
 
-def stream_through_keeper(
-    app: Flask, provider: PacedProvider, advance_s: float
-) -> tuple[list[bytes], Hold]:
-    """Stream /chat while the app's keeper runs on a test clock moved by ``advance_s``."""
+@dataclass
+class Beat:
+    """What one heartbeat pass did to a live stream's hold."""
+
+    received: list[bytes]  # the stream's events
+    hold: Hold
+    expires_before: float  # the hold's expiry (keeper clock) before the pass
+    expires_after: float
+    watched_after: int  # holds the keeper still watched after the pass
+
+
+def stream_through_keeper(app: Flask, provider: PacedProvider, advance_s: float) -> Beat:
+    """Stream /chat; mid-stream, one heartbeat pass with the keeper's clock set to
+    ``advance_s`` before the hold's expiry."""
     budgets = state.cycles(app)
     clock = KeeperClock()
     budgets.keeper.close()
@@ -313,13 +363,15 @@ def stream_through_keeper(
     chunks = iter(response.response)
     received = [next(chunks)]
     (hold,) = list(budgets.keeper._due)
+    expires_before = hold.expires_at
     clock.now = hold.expires_at - advance_s
     budgets.keeper.run_due()
+    expires_after, watched_after = hold.expires_at, budgets.keeper.watching()
     for _ in range(200):
         provider.permits.release()
     received.extend(chunks)
     response.close()
-    return received, hold
+    return Beat(received, hold, expires_before, expires_after, watched_after)
 
 
 def test_the_heartbeat_extends_a_long_streams_hold(
@@ -330,9 +382,13 @@ def test_the_heartbeat_extends_a_long_streams_hold(
 ) -> None:
     recorder = cycles_stub(forward_to(cycles_server.base_url))
     app = make_app(recorder.base_url)
-    received, hold = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    received, hold = beat.received, beat.hold
     assert received[-1].startswith(b"event: done")
     assert hold.extensions == 1
+    assert beat.watched_after == 1
+    # The server's own remaining time sets the new expiry: about one TTL from now.
+    assert beat.expires_after - beat.expires_before > TTL_MS / 1000 - 5
     paths = [request.path.rsplit("/", 1)[-1] for request in recorder.requests]
     assert paths == ["reservations", "extend", "commit"]
     assert provisioner.reservation_statuses("acme") == ["COMMITTED"]
@@ -353,8 +409,11 @@ def test_a_stream_whose_hold_cannot_be_extended_ends_before_it_lapses(
         return forward(request)
 
     app = make_app(cycles_stub(refuse_extensions).base_url)
-    received, hold = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    received, hold = beat.received, beat.hold
     assert not hold.extendable
+    assert beat.watched_after == 0  # refused for good: no longer extended
+    assert beat.expires_after == beat.expires_before
     assert received[-1].startswith(b"event: error")
     assert b"budget_hold_lapsing" in received[-1]
     assert [chunk.split(b"\n")[0] for chunk in received].count(b"event: delta") == 1
@@ -377,3 +436,120 @@ def test_a_stream_closed_before_its_first_byte_still_settles(
     balance = provisioner.balance("acme")
     assert balance["reserved"] == 0 and balance["spent"] > 0
     assert provisioner.reservation_statuses("acme") == ["COMMITTED"]
+
+
+def rewrite(forward: Responder, suffix: str, change: Callable[[dict[str, Any]], None]) -> Responder:
+    """Pass requests on; let ``change`` edit the JSON answers to paths ending in ``suffix``."""
+
+    def respond(request: StubRequest) -> StubReply:
+        reply = forward(request)
+        if request.path.endswith(suffix) and isinstance(reply.body, dict):
+            change(reply.body)
+        return reply
+
+    return respond
+
+
+def test_an_extension_without_the_servers_remaining_time_adds_exactly_one_ttl(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    make_app: Callable[..., Flask],
+    cycles_stub: Callable[[Responder], CyclesStub],
+) -> None:
+    older_server = rewrite(
+        forward_to(cycles_server.base_url), "/extend", lambda body: body.pop("remaining_ttl_ms")
+    )
+    app = make_app(cycles_stub(older_server).base_url)
+    beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    assert beat.hold.extensions == 1
+    assert beat.expires_after == beat.expires_before + TTL_MS / 1000
+
+
+def test_a_shorter_lease_than_asked_for_is_the_one_the_guard_keeps(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    make_app: Callable[..., Flask],
+    cycles_stub: Callable[[Responder], CyclesStub],
+) -> None:
+    granted_ms = 20_000  # a server may grant less than the TTL asked for
+
+    def shorten(body: dict[str, Any]) -> None:
+        body["remaining_ttl_ms"] = granted_ms
+
+    app = make_app(
+        cycles_stub(
+            rewrite(forward_to(cycles_server.base_url), "/v1/reservations", shorten)
+        ).base_url
+    )
+    before = time.monotonic()
+    beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    assert beat.expires_before <= time.monotonic() + granted_ms / 1000
+    assert beat.expires_before >= before + granted_ms / 1000 - 5
+
+
+def test_no_time_left_on_the_hold_means_no_provider_call(
+    app: Flask, provisioner: Provisioner
+) -> None:
+    provider = CountingProvider(model="fake-model")
+    app.extensions["llm"] = provider
+    cycles = state.cycles(app)
+    with app.test_request_context("/chat"):
+        hold = reservations.reserve(cycles, "acme", "chat", estimate())
+        # Less left than one commit needs: waiting on the provider would outlive the hold.
+        hold.expires_at = time.monotonic() + cycles.call_budget_s()
+        call = guard.LlmCall(route="chat", prompt=PROMPT, max_tokens=MAX_TOKENS)
+        with pytest.raises(ApiError) as refused:
+            guard.GuardedCall(cycles, hold, call, provider).complete()
+    assert refused.value.status == 504
+    assert provider.calls == 0
+    balance = provisioner.balance("acme")
+    assert (balance["spent"], balance["reserved"]) == (estimate(), 0)
+
+
+def test_a_stream_stops_its_provider_before_it_commits(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    make_app: Callable[..., Flask],
+    cycles_stub: Callable[[Responder], CyclesStub],
+) -> None:
+    events: list[str] = []
+    forward = forward_to(cycles_server.base_url)
+
+    def record_commits(request: StubRequest) -> StubReply:
+        if request.path.endswith("/commit"):
+            events.append("commit")
+        return forward(request)
+
+    class Recording(PacedProvider):
+        def stream(self, **kwargs: Any) -> Iterator[str]:
+            try:
+                yield from super().stream(**kwargs)
+            finally:
+                events.append("provider closed")
+
+    app = make_app(cycles_stub(record_commits).base_url)
+    provider = Recording()
+    app.extensions["llm"] = provider
+    provider.permits.release()
+    response = app.test_client().post(
+        "/chat",
+        json={"prompt": PROMPT, "max_tokens": MAX_TOKENS, "stream": True},
+        headers=auth_headers("acme"),
+        buffered=False,
+    )
+    next(iter(response.response))
+    response.close()  # the client hangs up after the first delta
+    assert events == ["provider closed", "commit"]
+
+
+def test_usage_at_exactly_max_tokens_is_not_reported_as_over(
+    app: Flask, provisioner: Provisioner, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Exact(FakeProvider):
+        def complete(self, *, prompt: str, max_tokens: int, system: str | None = None) -> Any:
+            done = super().complete(prompt=prompt, max_tokens=max_tokens, system=system)
+            return type(done)(done.text, done.input_tokens, max_tokens, done.model)
+
+    app.extensions["llm"] = Exact("fake-model")
+    assert chat(app).status_code == 200
+    assert not any("more output tokens" in r.getMessage() for r in caplog.records)

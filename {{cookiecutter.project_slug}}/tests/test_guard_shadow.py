@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -12,6 +13,8 @@ from conftest import (
     CyclesStub,
     Provisioner,
     Responder,
+    StubReply,
+    StubRequest,
     assert_error,
     auth_headers,
     forward_to,
@@ -94,3 +97,28 @@ def test_shadow_mode_serves_and_logs_what_enforce_mode_denies(
 def test_an_unknown_mode_is_refused_at_start_up(make_app: Callable[..., Flask]) -> None:
     with pytest.raises(ConfigError, match="CYCLES_MODE"):
         make_app("http://127.0.0.1:9", CYCLES_MODE="observe")
+
+
+@pytest.mark.parametrize("status", [401, 403, 429, 500])
+def test_a_spend_event_cycles_did_not_take_is_kept_for_a_retry(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    make_app: Callable[..., Flask],
+    cycles_stub: Callable[[Responder], CyclesStub],
+    tmp_path: Path,
+    status: int,
+) -> None:
+    forward = forward_to(cycles_server.base_url)
+
+    def refuse_events(request: StubRequest) -> StubReply:
+        if request.path == "/v1/events":
+            body = {"error": "X", "message": "not now", "request_id": "r", "trace_id": "0" * 32}
+            return StubReply(status, body)
+        return forward(request)
+
+    app = shadow_app(make_app, cycles_stub(refuse_events).base_url)
+    served = app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
+    assert served.status_code == 200
+    # The spend was not lost: it waits in the commit journal for runcycles to retry it.
+    journal = tmp_path / "journal"
+    assert [path for path in journal.rglob("*") if path.is_file()], "nothing was journaled"

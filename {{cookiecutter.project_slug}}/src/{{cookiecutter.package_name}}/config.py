@@ -355,6 +355,7 @@ class _Reader:
         admin_url = self.url("CYCLES_ADMIN_URL")
         local_port = self.integer("CYCLES_LOCAL_PORT", "0", 0, 65_535)
         max_prompt_chars = self.integer("MAX_PROMPT_CHARS", "20000", 1, 10_000_000)
+        replay_days = self.number("CYCLES_LOCAL_REPLAY_DAYS", "7", 0.001, 3650)
         log_format = self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text"))
         multiproc_dir = self.raw("PROMETHEUS_MULTIPROC_DIR")
         if self.problems:
@@ -384,7 +385,7 @@ class _Reader:
             cycles_local_port=local_port,
             cycles_local_force=force_local,
             cycles_local_budget_usd=budget_usd,
-            cycles_local_replay_days=self.number("CYCLES_LOCAL_REPLAY_DAYS", "7", 0.001, 3650),
+            cycles_local_replay_days=replay_days,
             tenant_key_hashes=callers.key_hashes,
             tenants=callers.tenants,
             llm_provider=provider,

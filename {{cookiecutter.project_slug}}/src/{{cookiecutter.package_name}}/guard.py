@@ -157,14 +157,12 @@ class GuardedCall:
         JSON 502; after that, failures arrive as an ``error`` event.
         """
         self._check_cap()
-        self._streaming = True
         self.cycles.keeper.watch(self.hold)
+        # If either raises, the hold is released (by the decorator) or settled (by
+        # first_delta, when the provider failed after it started).
         run = _StreamRun(self)
-        try:
-            first = run.first_delta()
-        except BaseException:
-            self._streaming = False
-            raise
+        first = run.first_delta()
+        self._streaming = True  # from here on the stream's body settles the hold
         return sse.response(_StreamBody(run, first))
 
     def release_unless_used(self, reason: str) -> None:
