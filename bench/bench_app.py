@@ -196,7 +196,7 @@ class UnguardedCall:
             prompt=call.prompt, max_tokens=call.max_tokens, system=call.system
         )
         cost = pricing.cost(completion.input_tokens, completion.output_tokens)
-        return GuardedCompletion(completion, call.max_tokens, cost, guarded=False)
+        return GuardedCompletion(completion, call.max_tokens, cost)
 
     def stream(self) -> Response:
         return sse.response(stream_unguarded(self.provider, self.call))

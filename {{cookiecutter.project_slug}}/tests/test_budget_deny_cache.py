@@ -234,6 +234,7 @@ def test_the_cache_holds_a_bounded_number_of_tenants() -> None:
     denial = ApiError(402, "budget_exceeded", "No budget.")
     for tenant in ("a", "b", "c", "d", "e"):
         cache.remember(tenant, 10, denial)
+        assert len(cache) <= 3  # never over the cap, not even for a moment
     assert len(cache) == 3
     assert cache.lookup("a", 10) is None  # the oldest made room
     hit = cache.lookup("e", 10)
@@ -247,3 +248,21 @@ def test_the_cache_holds_a_bounded_number_of_tenants() -> None:
     assert cache.lookup("e", 10) is not None  # ... while the others keep the answer
     cache.forget("e")
     assert cache.lookup("e", 10) is None
+
+
+def test_cycles_advising_an_immediate_retry_is_not_cached(
+    cycles_stub: StartStub, make_app: Callable[..., Flask]
+) -> None:
+    denied = {
+        "error": "BUDGET_EXCEEDED",
+        "message": "Insufficient budget",
+        "request_id": "req_1",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "retry_after_ms": 0,
+    }
+    stub = cycles_stub(lambda request: StubReply(409, denied))
+    app = make_app(stub.base_url, CYCLES_DENY_CACHE_MS=str(LONG_WINDOW_MS))
+    fake_clock(app)
+    for _ in range(2):
+        assert assert_error(chat(app, "acme"), 402, "budget_exceeded")["retry_after_ms"] == 0
+    assert reservations_asked(stub) == 2  # "retry now" means: ask again, not from the cache

@@ -43,6 +43,24 @@ def test_unknown_callers_are_401(client: FlaskClient, headers: dict[str, str]) -
         client.get("/budget", headers=headers),
     ):
         assert_error(response, 401, "unauthorized")
+{%- if cookiecutter.tenant_auth == "api_key" %}
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({}, "Send your API key"),
+        ({"Authorization": "Bearer "}, "Send your API key"),
+        ({"Authorization": "Basic Y2FsbGVyLWtleS1hY21lOg=="}, "Send your API key"),
+        ({"Authorization": "Bearer not-a-key"}, "not valid"),
+    ],
+)
+def test_a_missing_key_and_a_wrong_key_are_told_apart(
+    client: FlaskClient, headers: dict[str, str], says: str
+) -> None:
+    body = assert_error(client.get("/budget", headers=headers), 401, "unauthorized")
+    assert says in body["message"]
+{%- endif %}
 
 
 def test_callers_are_checked_before_their_bodies(client: FlaskClient) -> None:

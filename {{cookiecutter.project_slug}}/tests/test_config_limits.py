@@ -84,8 +84,10 @@ def test_no_secret_shows_in_the_settings_repr(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("1", True), ("true", True), ("YES", True), ("on", True)]
-    + [("0", False), ("false", False), ("No", False), ("off", False)],
+    [
+        *[("1", True), ("true", True), ("YES", True), ("on", True)],
+        *[("0", False), ("false", False), ("No", False), ("off", False)],
+    ],
 )
 def test_a_flag_takes_each_spelling_of_yes_and_no(tmp_path: Path, text: str, value: bool) -> None:
     assert settings(tmp_path, CYCLES_FAIL_OPEN=text).cycles_fail_open is value

@@ -214,9 +214,7 @@ def test_a_late_commit_past_the_overdraft_limit_takes_what_is_left_and_logs_the_
         assert provider.started.acquire(timeout=PATIENCE_S)
         server_clock.now_ms += TTL_MS + GRACE_MS + 1
         # Meanwhile the operator cut the budget to nothing, with 1 microcent of overdraft.
-        clocked_server.ledger.set_budget(
-            budget_scope("acme"), UNIT, allocated=0, overdraft_limit=1
-        )
+        clocked_server.ledger.set_budget(budget_scope("acme"), UNIT, allocated=0, overdraft_limit=1)
         gate.set()
         assert_error(late.result(), 503, "reservation_expired")
     overdraft, fallback = recorder.bodies("/v1/events")
@@ -425,17 +423,18 @@ def test_a_stream_whose_hold_cannot_be_extended_ends_before_it_lapses(
 def test_a_stream_closed_before_its_first_byte_still_settles(
     app: Flask, provisioner: Provisioner
 ) -> None:
-    response = app.test_client().post(
-        "/chat",
-        json={"prompt": PROMPT, "max_tokens": MAX_TOKENS, "stream": True},
-        headers=auth_headers("acme"),
-        buffered=False,
-    )
-    assert response.status_code == 200
-    response.close()  # as a server does when the client is gone before the body starts
+    # A server that finds the client gone before it sends anything closes the body
+    # without iterating it, so the stream's own cleanup never runs: closing must settle.
+    cycles = state.cycles(app)
+    with app.test_request_context("/chat"):
+        hold = reservations.reserve(cycles, "acme", "chat", estimate())
+        call = guard.LlmCall(route="chat", prompt=PROMPT, max_tokens=MAX_TOKENS, stream=True)
+        response = guard.GuardedCall(cycles, hold, call, FakeProvider("fake-model")).stream()
+        response.close()
     balance = provisioner.balance("acme")
     assert balance["reserved"] == 0 and balance["spent"] > 0
     assert provisioner.reservation_statuses("acme") == ["COMMITTED"]
+    assert cycles.keeper.watching() == 0
 
 
 def rewrite(forward: Responder, suffix: str, change: Callable[[dict[str, Any]], None]) -> Responder:

@@ -214,3 +214,25 @@ def test_streams_spend_only_their_own_tenants_budget(
     assert settled(provisioner, tenant)["spent"] > 0
     assert provisioner.balance(other)["spent"] == 0
     assert provider.calls == 1
+
+
+class FailingAfterCounting(FakeProvider):
+    """Counts output (as a vendor's usage event would) and fails before any text arrives."""
+
+    def stream(
+        self, *, prompt: str, max_tokens: int, progress: StreamProgress, system: str | None = None
+    ) -> Iterator[str]:
+        progress.input_tokens, progress.output_tokens = 20, 3
+        raise ProviderError("overloaded")
+        yield ""  # a generator, like every provider's stream
+
+
+def test_a_provider_that_produced_tokens_before_failing_is_charged_not_released(
+    app: Flask, serve: Serve, provisioner: Provisioner
+) -> None:
+    app.extensions["llm"] = FailingAfterCounting("fake-model")
+    response = post(serve(app), {"prompt": PROMPT, "stream": True})
+    assert (response.status, response.getheader("Content-Type")) == (502, "application/json")
+    balance = provisioner.balance("acme")
+    assert (balance["spent"], balance["reserved"]) == (pricing.cost(20, 3), 0)
+    assert provisioner.reservation_statuses("acme") == ["COMMITTED"]

@@ -58,7 +58,6 @@ class GuardedCompletion:
     completion: Completion
     max_tokens: int  # the output limit the provider was given (after any Cycles cap)
     cost: int  # USD microcents charged for the call
-    guarded: bool  # False only when CYCLES_FAIL_OPEN served it without Cycles
 
 
 CallParser = Callable[[Mapping[str, Any], Settings], LlmCall]
@@ -148,7 +147,7 @@ class GuardedCall:
                 "reservation_expired",
                 "The budget hold lapsed before the answer was ready; try again.",
             )
-        return GuardedCompletion(completion, self.max_tokens, cost, self.hold.mode != "unguarded")
+        return GuardedCompletion(completion, self.max_tokens, cost)
 
     def stream(self) -> Response:
         """Server-sent events: a ``delta`` per text delta, then ``done`` (or ``error``).
