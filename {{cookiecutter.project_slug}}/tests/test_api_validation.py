@@ -27,6 +27,9 @@ JSON = {"Content-Type": "application/json", **auth_headers("acme")}
         ("/chat", "{not json", "invalid_json"),
         ("/chat", b"\xff\xfe", "invalid_json"),
         ("/chat", "", "invalid_json"),
+        # Nested deeper than Python's stack: a RecursionError inside the parser.
+        ("/chat", "[" * 5_000 + "]" * 5_000, "invalid_json"),
+        ("/summarize", '{"text": ' * 2_000 + "1" + "}" * 2_000, "invalid_json"),
         ("/chat", "[]", "invalid_request"),
         ("/chat", '"a prompt"', "invalid_request"),
         ("/chat", "{}", "invalid_request"),
