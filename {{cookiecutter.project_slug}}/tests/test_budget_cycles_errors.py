@@ -132,6 +132,13 @@ def test_cycles_failures_map_to_stable_errors(
         (cycles_error(500, "INTERNAL_ERROR"), 503, "cycles_unavailable", None),
         (cycles_error(429, "LIMIT_EXCEEDED", **{"Retry-After": "2"}), 429, "rate_limited", 2_000),
         (cycles_error(400, "INVALID_REQUEST"), 503, "cycles_error", None),
+        # An ALLOW without the reservation it promises holds nothing: no answer at all.
+        (
+            StubReply(200, {"decision": "ALLOW", "affected_scopes": ["tenant:acme"]}),
+            503,
+            "cycles_unavailable",
+            None,
+        ),
         # A live reservation is denied with a 409; a 200 DENY is no trustworthy answer.
         (
             StubReply(200, {"decision": "DENY", "reason_code": "BUDGET_EXCEEDED"}),

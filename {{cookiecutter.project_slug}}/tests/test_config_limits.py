@@ -59,7 +59,8 @@ def test_each_range_accepts_its_ends_and_refuses_past_them(
     for value in (step_outside(low, -1), step_outside(high, +1)):
         with pytest.raises(ConfigError) as info:
             settings(tmp_path, **with_companion(name, value))
-        assert any(problem.startswith(f"{name}=") for problem in info.value.problems)
+        shown = value if "." not in value else str(float(value))
+        assert any(problem.startswith(f"{name}={shown}") for problem in info.value.problems)
 
 
 def test_the_defaults_fail_closed_and_enforce(tmp_path: Path) -> None:
@@ -100,3 +101,10 @@ def test_a_long_bad_value_is_quoted_short_but_recognisably(tmp_path: Path) -> No
     (problem,) = info.value.problems
     assert "'shadowyxxx" in problem and "...'" in problem
     assert len(problem) < 200
+
+
+def test_the_reservation_ttl_has_the_protocols_ceiling(tmp_path: Path) -> None:
+    assert settings(tmp_path).cycles_reservation_ttl_ms == 86_400_000
+    with pytest.raises(ConfigError) as info:
+        settings(tmp_path, CYCLES_RESERVATION_TTL_MS="86400001")
+    assert info.value.problems[0].startswith("CYCLES_RESERVATION_TTL_MS=86400001")

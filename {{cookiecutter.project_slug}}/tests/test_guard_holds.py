@@ -193,6 +193,8 @@ def test_a_commit_after_expiry_is_recorded_as_debt_where_overdraft_allows(
     # One spend event, in full, as debt: no second attempt once the first was taken.
     (late_event,) = recorder.bodies("/v1/events")
     assert late_event["overage_policy"] == "ALLOW_WITH_OVERDRAFT"
+    committed = {r.path.split("/")[3] for r in recorder.requests if r.path.endswith("/commit")}
+    assert late_event["metadata"]["reservation_id"] in committed  # traceable to its hold
     assert late_event["actual"]["amount"] == cost
 
 
@@ -335,6 +337,9 @@ class Beat:
     expires_before: float  # the hold's expiry (keeper clock) before the pass
     expires_after: float
     watched_after: int  # holds the keeper still watched after the pass
+    next_due: float | None  # when the keeper means to look at the hold again
+    lead_s: float  # how long before expiry the keeper extends
+    sent_between: tuple[float, float]  # the pass ran between these monotonic instants
 
 
 def stream_through_keeper(app: Flask, provider: PacedProvider, advance_s: float) -> Beat:
@@ -363,13 +368,24 @@ def stream_through_keeper(app: Flask, provider: PacedProvider, advance_s: float)
     (hold,) = list(budgets.keeper._due)
     expires_before = hold.expires_at
     clock.now = hold.expires_at - advance_s
-    budgets.keeper.run_due()
+    started = time.monotonic()
+    next_due = budgets.keeper.run_due()
+    sent_between = (started, time.monotonic())
     expires_after, watched_after = hold.expires_at, budgets.keeper.watching()
     for _ in range(200):
         provider.permits.release()
     received.extend(chunks)
     response.close()
-    return Beat(received, hold, expires_before, expires_after, watched_after)
+    return Beat(
+        received,
+        hold,
+        expires_before,
+        expires_after,
+        watched_after,
+        next_due,
+        budgets.keeper._lead_s,
+        sent_between,
+    )
 
 
 def test_the_heartbeat_extends_a_long_streams_hold(
@@ -387,6 +403,8 @@ def test_the_heartbeat_extends_a_long_streams_hold(
     assert beat.watched_after == 1
     # The server's own remaining time sets the new expiry: about one TTL from now.
     assert beat.expires_after - beat.expires_before > TTL_MS / 1000 - 5
+    # Extended: the next look is one lead before the new expiry (not a quick retry).
+    assert beat.next_due == beat.expires_after - beat.lead_s
     paths = [request.path.rsplit("/", 1)[-1] for request in recorder.requests]
     assert paths == ["reservations", "extend", "commit"]
     assert provisioner.reservation_statuses("acme") == ["COMMITTED"]
@@ -552,3 +570,54 @@ def test_usage_at_exactly_max_tokens_is_not_reported_as_over(
     app.extensions["llm"] = Exact("fake-model")
     assert chat(app).status_code == 200
     assert not any("more output tokens" in r.getMessage() for r in caplog.records)
+
+
+def test_the_new_expiry_is_what_the_server_says_is_left(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    make_app: Callable[..., Flask],
+    cycles_stub: Callable[[Responder], CyclesStub],
+) -> None:
+    left_ms = 90_000
+
+    def report(body: dict[str, Any]) -> None:
+        body["remaining_ttl_ms"] = left_ms
+
+    app = make_app(
+        cycles_stub(rewrite(forward_to(cycles_server.base_url), "/extend", report)).base_url
+    )
+    beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    sent_after, answered_before = beat.sent_between
+    # Counted from when the extension was sent: never later than the server's expiry.
+    assert sent_after + left_ms / 1000 <= beat.expires_after <= answered_before + left_ms / 1000
+
+
+def test_a_failed_extension_is_tried_again_while_the_hold_lasts(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    make_app: Callable[..., Flask],
+    cycles_stub: Callable[[Responder], CyclesStub],
+) -> None:
+    forward = forward_to(cycles_server.base_url)
+
+    def fail_extensions(request: StubRequest) -> StubReply:
+        if request.path.endswith("/extend"):
+            body = {"error": "INTERNAL_ERROR", "message": "x", "request_id": "r"}
+            return StubReply(500, {**body, "trace_id": "0" * 32})
+        return forward(request)
+
+    app = make_app(cycles_stub(fail_extensions).base_url)
+    # A beat as the keeper makes it, well before expiry (its lead is 47 s here).
+    beat = stream_through_keeper(app, PacedProvider(), advance_s=45.0)
+    assert beat.hold.extendable  # a 5xx may pass: not given up on
+    assert beat.watched_after == 1
+    # Tried again a second later, long before the hold runs out; the stream went on.
+    assert beat.next_due == beat.expires_before - 45.0 + 1.0
+    assert beat.received[-1].startswith(b"event: done")
+
+
+def test_a_hold_is_settled_once() -> None:
+    hold = Hold("acme", "chat", 10, "enforce", reservation_id="r1")
+    assert hold.claim_settlement() is True
+    assert hold.claim_settlement() is False
+    assert hold.settled

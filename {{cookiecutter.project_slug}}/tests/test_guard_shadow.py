@@ -122,3 +122,13 @@ def test_a_spend_event_cycles_did_not_take_is_kept_for_a_retry(
     # The spend was not lost: it waits in the commit journal for runcycles to retry it.
     journal = tmp_path / "journal"
     assert [path for path in journal.rglob("*") if path.is_file()], "nothing was journaled"
+
+
+def test_shadow_mode_serves_when_cycles_cannot_evaluate(
+    cycles_stub: Callable[[Responder], CyclesStub], make_app: Callable[..., Flask]
+) -> None:
+    down = {"error": "INTERNAL_ERROR", "message": "down", "request_id": "r", "trace_id": "0" * 32}
+    stub = cycles_stub(lambda request: StubReply(500, down))
+    app = shadow_app(make_app, stub.base_url)
+    served = app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
+    assert served.status_code == 200, served.get_json()

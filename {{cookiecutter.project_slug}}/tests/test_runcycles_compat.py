@@ -39,3 +39,13 @@ def test_the_retry_engine_still_has_the_methods_the_guard_uses() -> None:
         assert list(inspect.signature(method).parameters) == parameters, name
     init = inspect.signature(CommitRetryEngine.__init__)
     assert list(init.parameters) == ["self", "config"]
+
+
+def test_the_retry_engine_calls_only_what_the_closing_wrapper_answers() -> None:
+    # runcycles_compat hands the engine a wrapper with just these two calls.
+    import re
+
+    import runcycles.retry
+
+    called = set(re.findall(r"self\._client\.(\w+)\(", inspect.getsource(runcycles.retry)))
+    assert called <= {"commit_reservation", "create_event"}, called

@@ -144,6 +144,7 @@ class CyclesClients:
             retries, self._retries = list(self._retries.values()), {}
         for retry in retries:
             retry.flush(self._flush_timeout)
+            retry.stop()
         for client in clients:
             client.close()
         with self._connect_lock:

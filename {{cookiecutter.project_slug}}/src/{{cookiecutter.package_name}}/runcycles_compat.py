@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import runcycles
-from runcycles import CyclesClient, CyclesConfig
+from runcycles import CyclesClient, CyclesConfig, CyclesResponse
 from runcycles.retry import CommitRetryEngine
 
 TESTED_RUNCYCLES_VERSIONS = ("0.5.3",)
@@ -33,8 +33,9 @@ class SettlementRetry:
     """
 
     def __init__(self, config: CyclesConfig, client: CyclesClient) -> None:
+        self._client = _UntilClosed(client)
         self._engine = CommitRetryEngine(config)
-        self._engine.set_client(client)
+        self._engine.set_client(self._client)
 
     def commit_later(
         self,
@@ -53,6 +54,29 @@ class SettlementRetry:
     def flush(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for retries in flight (what is left stays journaled)."""
         self._engine.flush(timeout_s)
+
+    def stop(self) -> None:
+        """The app's client is about to close: retries still due fail softly from now on
+        (as if Cycles were unreachable) and stay in the journal for the next start."""
+        self._client.closed = True
+
+
+class _UntilClosed:
+    """The calls the retry engine makes, answered as a transport failure once closed."""
+
+    def __init__(self, client: CyclesClient) -> None:
+        self._client = client
+        self.closed = False
+
+    def commit_reservation(self, reservation_id: str, body: dict[str, Any]) -> CyclesResponse:
+        if self.closed:
+            return CyclesResponse.transport_error(ConnectionError("the app closed its client"))
+        return self._client.commit_reservation(reservation_id, body)
+
+    def create_event(self, body: dict[str, Any]) -> CyclesResponse:
+        if self.closed:
+            return CyclesResponse.transport_error(ConnectionError("the app closed its client"))
+        return self._client.create_event(body)
 
 
 def runcycles_version() -> str:

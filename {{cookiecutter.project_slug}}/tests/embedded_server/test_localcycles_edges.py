@@ -168,3 +168,19 @@ def test_a_commit_without_metrics_leaves_no_metrics_on_the_reservation(
     # Never a JSON null: runcycles rejects them, so an absent value is an absent field.
     assert "committed_metrics" not in detail
     assert None not in detail.values()
+
+
+def test_a_dry_run_tells_a_missing_budget_from_one_in_another_unit(
+    lc_http: httpx.Client, lc_ledger: LocalLedger, lc_api_key: str
+) -> None:
+    lc_ledger.set_budget(f"{SCOPE}/workspace:prod", LC_UNIT, allocated=1_000)
+    prod = {"tenant": LC_TENANT, "workspace": "prod"}
+    wrong_unit = reserve(lc_http, lc_api_key, 10, subject=prod, unit="TOKENS", dry_run=True)
+    assert (wrong_unit.status_code, wrong_unit.json()["error"]) == (400, "UNIT_MISMATCH")
+    # No budget anywhere on the tenant-only path: a dry run says so as a 200 DENY.
+    missing = reserve(lc_http, lc_api_key, 10, dry_run=True)
+    assert missing.status_code == 200
+    assert (missing.json()["decision"], missing.json()["reason_code"]) == (
+        "DENY",
+        "BUDGET_NOT_FOUND",
+    )
