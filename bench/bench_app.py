@@ -61,6 +61,7 @@ import contextlib
 import http.client
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -831,6 +832,8 @@ def guard_breakdown(package: str, env: dict[str, str], project: Path, db: Path, 
                 **keys,
             }
         )
+        # One log line per request would drown the figures: keep the request log quiet.
+        logging.getLogger(f"{package}.requests").setLevel(logging.WARNING)
         try:
             time_guard_parts(app, package, ledger_url, keys, n)
         finally:
@@ -848,7 +851,6 @@ def time_guard_parts(app: Any, package: str, ledger_url: str, keys: dict[str, st
     import httpx
 
     state = import_module(f"{package}.state")
-    guard = import_module(f"{package}.guard")
     reservations = import_module(f"{package}.reservations")
     runcycles = import_module("runcycles")
     client = app.test_client()
@@ -935,7 +937,7 @@ def time_guard_parts(app: Any, package: str, ledger_url: str, keys: dict[str, st
         ("http.client create + commit (2 calls)", bare_http_client),
         ("runcycles stream_reservation", stream_reservation),
         ("provider.complete, direct", complete),
-        ("provider.complete, _run_bounded", lambda: guard._run_bounded(complete, 30.0)),
+        ("provider.complete, bounded", lambda: budgets.provider_calls.run(complete, 30.0)),
         ("empty round trip, httpx", lambda: floor.get("/healthz")),
         ("empty round trip, http.client", raw_round_trip),
     ]
@@ -965,7 +967,7 @@ def time_guard_parts(app: Any, package: str, ledger_url: str, keys: dict[str, st
     json_pair = ("POST /chat guarded", "POST unguarded twin")
     stream_pair = ("POST /chat stream guarded", "POST stream unguarded twin")
     calls = "guard reserve + settle (2 calls)"
-    thread = ("provider.complete, _run_bounded", "provider.complete, direct")
+    thread = ("provider.complete, bounded", "provider.complete, direct")
     print(
         f"   guard overhead in-process: JSON wall {extra(wall, *json_pair)}, CPU "
         f"{extra(cpu, *json_pair)}; stream wall {extra(wall, *stream_pair)}, CPU "

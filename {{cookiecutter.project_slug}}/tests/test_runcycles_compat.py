@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from importlib.metadata import version
 
+from runcycles import CyclesClient
 from runcycles.retry import CommitRetryEngine
 
 from {{ cookiecutter.package_name }}.runcycles_compat import TESTED_RUNCYCLES_VERSIONS
@@ -49,3 +50,12 @@ def test_the_retry_engine_calls_only_what_the_closing_wrapper_answers() -> None:
 
     called = set(re.findall(r"self\._client\.(\w+)\(", inspect.getsource(runcycles.retry)))
     assert called <= {"commit_reservation", "create_event"}, called
+
+
+def test_the_client_still_sends_through_the_transport_the_compat_module_swaps() -> None:
+    # use_plain_http replaces CyclesClient._http; runcycles must still send through it so.
+    source = inspect.getsource(CyclesClient)
+    assert "self._http = httpx.Client(" in source
+    assert "self._http.post(path, json=data, headers=headers)" in source
+    assert "self._http.get(path, params=params)" in source
+    assert "self._http.close()" in source

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from flask import Flask
 from runcycles import CyclesClient, CyclesConfig, Subject
 
-from . import cycles_errors, cycles_tenancy, embedded_ledger, reservations, state
+from . import (
+    cycles_errors,
+    cycles_tenancy,
+    embedded_ledger,
+    reservations,
+    runcycles_compat,
+    state,
+)
 from .bounded_calls import CallRunner
 from .config import (
     CYCLES_SAFETY_MARGIN_MS,
@@ -134,6 +141,7 @@ class CyclesClients:
                     journal_dir=str(self.settings.cycles_journal_dir),
                 )
                 client = self._clients[key] = self.client_factory(config)
+                runcycles_compat.use_plain_http(client, config)
                 self._retries[key] = SettlementRetry(config, client)
             return client, self._retries[key]
 
