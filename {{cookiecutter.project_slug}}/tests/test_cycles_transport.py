@@ -129,3 +129,19 @@ def test_https_stays_with_runcycles_and_works(
     with CyclesClient(config) as client:
         assert use_plain_http(client, config) is False
         assert client.get_balances(tenant="acme").is_success
+
+
+def test_threads_that_come_and_go_leave_no_connections_behind(
+    cycles_server: LocalCyclesServer, provisioner: Provisioner, make_app: Callable[..., Flask]
+) -> None:
+    # `flask run` serves each request on a new thread: each must hand its connection back.
+    app = make_app(cycles_server.base_url)
+    clients = state.cycles(app)
+    for _ in range(40):
+        thread = threading.Thread(target=clients.balances, args=("acme",))
+        thread.start()
+        thread.join()
+    transport = clients.client_for("acme")._http
+    assert isinstance(transport, PlainHttp)
+    assert transport.idle_connections() == 1
+    assert cycles_server.front.open_connections <= 2  # that one, and one closing at most

@@ -28,8 +28,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import queue
 import socket
-import threading
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -100,6 +100,9 @@ def runcycles_version() -> str:
     return str(runcycles.__version__)
 
 
+# Idle kept-alive connections kept per client (one per API key): beyond these, close.
+MAX_IDLE_CONNECTIONS = 16
+
 # Proxy settings httpx would honour for a plain-HTTP URL: with any of them set, keep httpx.
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
@@ -122,7 +125,9 @@ def use_plain_http(client: CyclesClient, config: CyclesConfig) -> bool:
 
 class PlainHttp:
     """What runcycles' CyclesClient asks of its httpx.Client (``post``, ``get``, ``close``),
-    over http.client with one kept-alive connection per thread."""
+    over http.client, with a small pool of kept-alive connections shared by all threads
+    (a connection goes back to the pool after each answer, so threads that come and go,
+    as under ``flask run``, leave nothing open behind them)."""
 
     def __init__(
         self,
@@ -131,6 +136,7 @@ class PlainHttp:
         *,
         connect_timeout: float,
         read_timeout: float,
+        max_idle: int = MAX_IDLE_CONNECTIONS,
     ) -> None:
         url = urlsplit(base_url)
         self._base_url = base_url.rstrip("/")
@@ -140,9 +146,7 @@ class PlainHttp:
         self._headers = {**headers, "Accept": "application/json"}
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(max_idle)
         self._closed = False
 
     def post(
@@ -156,11 +160,11 @@ class PlainHttp:
         return self._send("GET", path + ("?" + urlencode(params) if params else ""), None, {})
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            connections, self._all = self._all, []
-        for connection in connections:
-            connection.close()
+        self._closed = True
+        self._drain()
+
+    def idle_connections(self) -> int:
+        return self._idle.qsize()
 
     def _send(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
@@ -170,32 +174,48 @@ class PlainHttp:
         request = httpx.Request(method, self._base_url + path)
         all_headers = {**self._headers, **headers}
         for attempt in (1, 2):
-            connection, reused = self._connection()
+            connection, reused = self._checkout()
             try:
                 connection.request(method, self._prefix + path, body, all_headers)
                 answer = connection.getresponse()
                 content = answer.read()
             except TimeoutError as exc:
-                self._drop(connection)
+                connection.close()
                 raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
             except (OSError, http.client.HTTPException) as exc:
-                self._drop(connection)
-                # A kept-alive connection the server has closed fails on first use; every
-                # Cycles POST carries an idempotency key, so sending it again is safe.
+                connection.close()
+                # Kept-alive connections the server has closed fail on first use: drop them
+                # all and send once more on a new one. Every Cycles POST carries an
+                # idempotency key, so sending it again is safe.
                 if reused and attempt == 1:
+                    self._drain()
                     continue
                 raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
             if answer.will_close:
-                self._drop(connection)
+                connection.close()
+            else:
+                self._checkin(connection)
             return httpx.Response(
                 answer.status, headers=answer.getheaders(), content=content, request=request
             )
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is not None:
-            return connection, True
+    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        try:
+            return self._idle.get_nowait(), True
+        except queue.Empty:
+            return self._connect(), False
+
+    def _checkin(self, connection: http.client.HTTPConnection) -> None:
+        if self._closed:
+            connection.close()
+            return
+        try:
+            self._idle.put_nowait(connection)
+        except queue.Full:
+            connection.close()
+
+    def _connect(self) -> http.client.HTTPConnection:
         connection = http.client.HTTPConnection(
             self._host, self._port, timeout=self._connect_timeout
         )
@@ -208,17 +228,14 @@ class PlainHttp:
         assert connection.sock is not None
         connection.sock.settimeout(self._read_timeout)
         connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._local.connection = connection
-        with self._lock:
-            self._all.append(connection)
-        return connection, False
+        return connection
 
-    def _drop(self, connection: http.client.HTTPConnection) -> None:
-        connection.close()
-        self._local.connection = None
-        with self._lock:
-            if connection in self._all:
-                self._all.remove(connection)
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
 
 def _dumps(value: Any) -> bytes | None:
