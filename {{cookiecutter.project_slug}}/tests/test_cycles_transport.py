@@ -49,13 +49,13 @@ class _Quiet(http.server.BaseHTTPRequestHandler):
     answers: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
+        self.answers.append(self.path)  # before answering: the client may be quicker
         body = json.dumps({"balances": []}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.answers.append(self.path)
         # Kept alive as far as the client knows, then dropped: what an idle timeout does.
         self.close_connection = True
 
