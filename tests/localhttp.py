@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 
@@ -34,3 +39,32 @@ def http(
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"null")
+
+
+def wait_until_serving(
+    base: str, server: subprocess.Popen[Any], log: Path, patience_s: float = 60.0
+) -> None:
+    """Poll ``base/healthz`` until it answers 200; fail with the server's log if it exits.
+
+    ``patience_s`` only stops a hang: nothing here asserts how fast a server starts.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            if http("GET", base + "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no answer from {base} in {patience_s:g} s"
+        time.sleep(0.1)
+
+
+def stop_group(server: subprocess.Popen[Any]) -> None:
+    """SIGTERM the server's process group, then SIGKILL it if it does not stop."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)

@@ -21,7 +21,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import TEMPLATE_DIR, Baker, fresh_copy
-from localhttp import free_port, http
+from localhttp import free_port, http, stop_group, wait_until_serving
 from runcache import shared_mypy_cache
 
 VENV_BIN = Path(sys.executable).parent
@@ -650,16 +649,7 @@ def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exact
     chat = {"prompt": "How much budget is left for this tenant today?", "max_tokens": 200}
     auth = {"Authorization": "Bearer dev-key-acme"}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http("GET", base + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.2)
+        wait_until_serving(base, server, tmp_path / "gunicorn.log")
 
         # A burst across both workers, then one call at a time until the budget says no.
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -678,12 +668,7 @@ def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exact
         for status, body in burst:
             assert status == 200 or body["error"] in {"budget_exceeded", "insufficient_budget"}
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop_group(server)
         log.close()
 
     pids = set(re.findall(r"pid=<?(\d+)>? \d+ /chat", (tmp_path / "gunicorn.log").read_text()))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import Baker, fresh_copy
-from localhttp import free_port
+from localhttp import free_port, stop_group, wait_until_serving
 from localhttp import http as json_request
 
 pytestmark = pytest.mark.slow
@@ -64,24 +63,10 @@ def gunicorn_app(bake: Baker, tmp_path: Path) -> Iterator[str]:
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + PATIENCE_S
-            while True:
-                try:
-                    if json_request("GET", base + "/healthz")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert server.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.1)
+            wait_until_serving(base, server, log_path, PATIENCE_S)
             yield base
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
+            stop_group(server)
 
 
 def open_stream(base: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:

@@ -283,6 +283,21 @@ class CyclesStub:
         return [r.body for r in self.requests if r.path.split("?")[0].endswith(path_suffix)]
 
 
+def cycles_error(status: int, code: str, **headers: str) -> StubReply:
+    """An error exactly as a Cycles server sends it (``headers`` such as Retry-After)."""
+    body = {"error": code, "message": f"{code} (upstream detail)", "request_id": "req_1"}
+    return StubReply(status, {**body, "trace_id": "0af7651916cd43dd8448eb211c80319c"}, headers)
+
+
+def answering(forward: Responder, path_suffix: str, reply: StubReply) -> Responder:
+    """Pass every request on to ``forward``, but answer those to ``path_suffix`` with ``reply``."""
+
+    def respond(request: StubRequest) -> StubReply:
+        return reply if request.path.endswith(path_suffix) else forward(request)
+
+    return respond
+
+
 def forward_to(base_url: str) -> Responder:
     """A responder that passes every request on to a real server (to record traffic)."""
 

@@ -18,8 +18,10 @@ from conftest import (
     Responder,
     StubReply,
     StubRequest,
+    answering,
     assert_error,
     auth_headers,
+    cycles_error,
     cycles_key,
     forward_to,
 )
@@ -27,12 +29,6 @@ from localcycles import LocalCyclesServer
 
 BODY = {"prompt": "Is anyone there?", "max_tokens": 16}
 StartStub = Callable[[Responder], CyclesStub]
-
-
-def cycles_error(status: int, code: str, **headers: str) -> StubReply:
-    """An error exactly as a Cycles server sends it."""
-    body = {"error": code, "message": f"{code} (upstream detail)", "request_id": "req_1"}
-    return StubReply(status, {**body, "trace_id": "0af7651916cd43dd8448eb211c80319c"}, headers)
 
 
 def always(reply: StubReply) -> Responder:
@@ -246,11 +242,7 @@ def test_a_commit_that_did_not_settle_is_retried_and_a_refused_one_is_not(
     reply: StubReply,
     retried: bool,
 ) -> None:
-    forward = forward_to(cycles_server.base_url)
-
-    def fail_commits(request: StubRequest) -> StubReply:
-        return reply if request.path.endswith("/commit") else forward(request)
-
+    fail_commits = answering(forward_to(cycles_server.base_url), "/commit", reply)
     app = make_app(cycles_stub(fail_commits).base_url)
     response = app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
     # The answer was paid for while the hold was live: it is served either way.

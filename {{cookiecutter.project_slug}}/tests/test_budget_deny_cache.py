@@ -20,9 +20,9 @@ from conftest import (
     CyclesStub,
     Provisioner,
     Responder,
-    StubReply,
     assert_error,
     auth_headers,
+    cycles_error,
     forward_to,
 )
 from {{ cookiecutter.package_name }} import pricing
@@ -176,13 +176,8 @@ def test_a_smaller_request_still_asks_cycles(
 def test_cycles_retry_advice_is_kept_but_asked_again_after_the_window(
     cycles_stub: StartStub, make_app: Callable[..., Flask]
 ) -> None:
-    denied = {
-        "error": "BUDGET_EXCEEDED",
-        "message": "Insufficient budget",
-        "request_id": "req_1",
-        "trace_id": "0af7651916cd43dd8448eb211c80319c",
-    }
-    stub = cycles_stub(lambda request: StubReply(409, denied, {"Retry-After": "30"}))
+    denied = cycles_error(409, "BUDGET_EXCEEDED", **{"Retry-After": "30"})
+    stub = cycles_stub(lambda request: denied)
     window_s = 2 * STEP_S  # much shorter than Cycles' advice
     app = make_app(stub.base_url, CYCLES_DENY_CACHE_MS=str(int(window_s * 1000)))
     clock = fake_clock(app)
@@ -253,14 +248,9 @@ def test_the_cache_holds_a_bounded_number_of_tenants() -> None:
 def test_cycles_advising_an_immediate_retry_is_not_cached(
     cycles_stub: StartStub, make_app: Callable[..., Flask]
 ) -> None:
-    denied = {
-        "error": "BUDGET_EXCEEDED",
-        "message": "Insufficient budget",
-        "request_id": "req_1",
-        "trace_id": "0af7651916cd43dd8448eb211c80319c",
-        "retry_after_ms": 0,
-    }
-    stub = cycles_stub(lambda request: StubReply(409, denied))
+    denied = cycles_error(409, "BUDGET_EXCEEDED")
+    denied.body["retry_after_ms"] = 0
+    stub = cycles_stub(lambda request: denied)
     app = make_app(stub.base_url, CYCLES_DENY_CACHE_MS=str(LONG_WINDOW_MS))
     fake_clock(app)
     for _ in range(2):

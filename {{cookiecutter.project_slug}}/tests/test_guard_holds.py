@@ -26,9 +26,11 @@ from conftest import (
     Responder,
     StubReply,
     StubRequest,
+    answering,
     assert_error,
     auth_headers,
     budget_scope,
+    cycles_error,
     forward_to,
 )
 from {{ cookiecutter.package_name }} import guard, pricing, reservations, state
@@ -416,14 +418,9 @@ def test_a_stream_whose_hold_cannot_be_extended_ends_before_it_lapses(
     make_app: Callable[..., Flask],
     cycles_stub: Callable[[Responder], CyclesStub],
 ) -> None:
-    forward = forward_to(cycles_server.base_url)
-
-    def refuse_extensions(request: StubRequest) -> StubReply:
-        if request.path.endswith("/extend"):
-            body = {"error": "MAX_EXTENSIONS_EXCEEDED", "message": "no", "request_id": "r"}
-            return StubReply(409, {**body, "trace_id": "0" * 32})
-        return forward(request)
-
+    refuse_extensions = answering(
+        forward_to(cycles_server.base_url), "/extend", cycles_error(409, "MAX_EXTENSIONS_EXCEEDED")
+    )
     app = make_app(cycles_stub(refuse_extensions).base_url)
     beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
     received, hold = beat.received, beat.hold
@@ -598,14 +595,9 @@ def test_a_failed_extension_is_tried_again_while_the_hold_lasts(
     make_app: Callable[..., Flask],
     cycles_stub: Callable[[Responder], CyclesStub],
 ) -> None:
-    forward = forward_to(cycles_server.base_url)
-
-    def fail_extensions(request: StubRequest) -> StubReply:
-        if request.path.endswith("/extend"):
-            body = {"error": "INTERNAL_ERROR", "message": "x", "request_id": "r"}
-            return StubReply(500, {**body, "trace_id": "0" * 32})
-        return forward(request)
-
+    fail_extensions = answering(
+        forward_to(cycles_server.base_url), "/extend", cycles_error(500, "INTERNAL_ERROR")
+    )
     app = make_app(cycles_stub(fail_extensions).base_url)
     # A beat as the keeper makes it, well before expiry (its lead is 47 s here).
     beat = stream_through_keeper(app, PacedProvider(), advance_s=45.0)

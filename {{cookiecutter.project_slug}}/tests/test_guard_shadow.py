@@ -13,10 +13,10 @@ from conftest import (
     CyclesStub,
     Provisioner,
     Responder,
-    StubReply,
-    StubRequest,
+    answering,
     assert_error,
     auth_headers,
+    cycles_error,
     forward_to,
 )
 from {{ cookiecutter.package_name }} import pricing
@@ -108,14 +108,9 @@ def test_a_spend_event_cycles_did_not_take_is_kept_for_a_retry(
     tmp_path: Path,
     status: int,
 ) -> None:
-    forward = forward_to(cycles_server.base_url)
-
-    def refuse_events(request: StubRequest) -> StubReply:
-        if request.path == "/v1/events":
-            body = {"error": "X", "message": "not now", "request_id": "r", "trace_id": "0" * 32}
-            return StubReply(status, body)
-        return forward(request)
-
+    refuse_events = answering(
+        forward_to(cycles_server.base_url), "/v1/events", cycles_error(status, "NOT_NOW")
+    )
     app = shadow_app(make_app, cycles_stub(refuse_events).base_url)
     served = app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
     assert served.status_code == 200
@@ -127,8 +122,8 @@ def test_a_spend_event_cycles_did_not_take_is_kept_for_a_retry(
 def test_shadow_mode_serves_when_cycles_cannot_evaluate(
     cycles_stub: Callable[[Responder], CyclesStub], make_app: Callable[..., Flask]
 ) -> None:
-    down = {"error": "INTERNAL_ERROR", "message": "down", "request_id": "r", "trace_id": "0" * 32}
-    stub = cycles_stub(lambda request: StubReply(500, down))
+    down = cycles_error(500, "INTERNAL_ERROR")
+    stub = cycles_stub(lambda request: down)
     app = shadow_app(make_app, stub.base_url)
     served = app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
     assert served.status_code == 200, served.get_json()
