@@ -108,6 +108,39 @@ def model_price(model: object, kind: str, fallback: object = "") -> str:
     return str(entry.get(kind, fallback))
 
 
+def provider_price_table(provider: object) -> str:
+    """``provider``'s part of the price table, as the JSON file a generated project ships.
+
+    The generated app prices the model it runs (``LLM_MODEL``) from it: every model of the
+    provider with its aliases, the table's date and source, and the licence of the data
+    (genai-prices, MIT, whose notice travels with every copy). One model per line, as in
+    data/llm-prices.json, so a refreshed table is a readable diff in a generated project too.
+    """
+    table = price_table()
+    name = str(provider)
+    models = {m: row for m, row in table["models"].items() if row["provider"] == name}
+    if not models:
+        raise ValueError(f"the price table has no model of provider {name!r}")
+    aliases = {alias: target for alias, target in table["aliases"].items() if target in models}
+    licence = (PRICE_TABLE.parent / "LICENSE-genai-prices").read_text(encoding="utf-8")
+    header = {
+        "source": (
+            f"genai-prices {table['genai_prices_version']} (MIT licence, Copyright (c) Pydantic "
+            f"Services Inc.; see 'licence'), standard prices in force on {table['generated_on']}"
+        ),
+        "generated_from": "data/llm-prices.json of the flask-cycles template",
+        "generated_on": table["generated_on"],
+        "unit": table["unit"],
+        "provider": name,
+        "licence": licence,
+    }
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in header.items()]
+    for key, rows in (("models", models), ("aliases", aliases)):
+        body = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in rows.items())
+        lines.append(f"  {json.dumps(key)}: {{\n{body}\n  }}" if rows else f'  "{key}": {{}}')
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
 def py_int(value: int) -> str:
     """Format an integer as a Python literal with ``_`` thousands separators."""
     return f"{int(value):_}"
@@ -126,4 +159,5 @@ class TemplateFilters(Extension):
             py_int=py_int,
             default_model=default_model,
             model_price=model_price,
+            provider_price_table=provider_price_table,
         )

@@ -9,7 +9,8 @@ and runs it with ``PYTHONPATH=<bake>/src`` (the baked package name is in
 - ``provision DB``: a tenant, a Cycles API key and a budget on a ledger file;
 - ``ledger DB``: the budget and reservations on a ledger file, as JSON on stdout;
 - ``chat URL JOURNAL_DIR RESULT_FILE``: one guarded ``POST /chat`` through an in-process
-  app pointed at a Cycles server, then waits (bounded) for the commit journal to drain.
+  app pointed at a Cycles server, then waits (bounded) until its unsettled charges (kept
+  in JOURNAL_DIR) have landed.
 
 :class:`GatedProvider` is the slow provider: the fake, except that each call first writes
 ``started-<pid>-<n>`` into ``$RESILIENCE_GATE`` and then blocks until a file named ``open``
@@ -43,6 +44,7 @@ _pkg = importlib.import_module(PACKAGE)
 _config = importlib.import_module(f"{PACKAGE}.config")
 _llm = importlib.import_module(f"{PACKAGE}.llm")
 _pricing = importlib.import_module(f"{PACKAGE}.pricing")
+_unsettled = importlib.import_module(f"{PACKAGE}.unsettled")
 _localcycles = importlib.import_module("localcycles")
 
 _callers = importlib.import_module(f"{PACKAGE}.callers")
@@ -168,9 +170,9 @@ def chat(base_url: str, journal: str, result_file: str) -> int:
         result["cost"] = _pricing.cost(usage["input_tokens"], usage["output_tokens"])
     Path(result_file + ".tmp").write_text(json.dumps(result))
     os.replace(result_file + ".tmp", result_file)
-    # Stay alive while the commit journal has entries, so the retry engine can settle them.
+    # Stay alive while charges are unsettled, so the app's settler can land them.
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while any(Path(journal).glob("*/*.json")):
+    while _unsettled.UnsettledStore(Path(journal)).charges():
         if time.monotonic() > deadline:
             return 3
         time.sleep(0.05)

@@ -7,11 +7,14 @@ JSON file parses.
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -134,8 +137,8 @@ def test_hostile_free_text_bakes_safely(bake: Baker) -> None:
 
 
 def baked_prices(project: Path) -> dict[str, str]:
-    """MODEL and the microcent prices as the baked pricing module spells them."""
-    text = (project / "src" / "llm_service" / "pricing.py").read_text()
+    """MODEL and the microcent prices as the baked price module spells them."""
+    text = (project / "src" / "llm_service" / "llm" / "prices.py").read_text()
     return dict(re.findall(r"^([A-Z_]+) = \"?([^\"\n]+)\"?$", text, re.MULTILINE))
 
 
@@ -149,11 +152,55 @@ def test_the_provider_picks_the_model_and_the_model_its_prices(bake: Baker, prov
     model = default_model(provider)
     entry = model_prices(model)
     assert entry is not None and entry["provider"] == provider
-    found = baked_prices(bake(llm_provider=provider))
+    project = bake(llm_provider=provider)
+    found = baked_prices(project)
     assert found["MODEL"] == model
     assert found["INPUT_MICROCENTS_PER_MILLION"] == microcents(entry["input"])
     assert found["OUTPUT_MICROCENTS_PER_MILLION"] == microcents(entry["output"])
     assert found["CACHED_INPUT_MICROCENTS_PER_MILLION"] == microcents(entry["cached_input"])
+    # Other models the app may run (LLM_MODEL) are priced from the provider's part of the
+    # template's table, shipped in the package.
+    table = json.loads((TEMPLATE_DIR / "data" / "llm-prices.json").read_text())
+    shipped = json.loads((project / "src" / "llm_service" / "llm" / "prices.json").read_text())
+    models = {name: row for name, row in table["models"].items() if row["provider"] == provider}
+    assert shipped["models"] == models and model in models
+    assert shipped["aliases"] == {a: m for a, m in table["aliases"].items() if m in models}
+
+
+@pytest.mark.slow
+def test_the_price_table_is_in_the_wheel(bake: Baker, tmp_path: Path) -> None:
+    """Package data: an installed app (the Docker image installs the wheel) has its table."""
+    project = bake()
+    uv = Path(sys.executable).parent / "uv"
+    env = {**os.environ, "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
+    built = subprocess.run(
+        [str(uv), "build", "--wheel", "--out-dir", str(tmp_path), str(project)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read("llm_service/llm/prices.json").decode()
+    assert shipped == (project / "src" / "llm_service" / "llm" / "prices.json").read_text()
+
+
+def test_the_app_prices_every_call_at_the_running_model(bake: Baker) -> None:
+    """pricing.cost/estimate default to the generated model's prices (tests of the default
+    model use that); app code must pass the running model's (Settings.llm_prices)."""
+    package = bake() / "src" / "llm_service"
+    unpriced = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "pricing"
+                and node.func.attr in {"cost", "estimate"}
+                and not any(keyword.arg == "prices" for keyword in node.keywords)
+            ):
+                unpriced.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert not unpriced, f"priced at the generated model, not the running one: {unpriced}"
 
 
 def test_a_model_named_on_the_command_line_brings_its_own_prices(bake: Baker) -> None:

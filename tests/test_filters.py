@@ -88,3 +88,18 @@ def test_an_unknown_model_gets_no_price() -> None:
     assert filters.model_price("no-such-model-anywhere", "input") == ""
     with pytest.raises(ValueError):
         filters.model_price("gpt-4o", "wholesale")
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "fake"])
+def test_a_bake_ships_its_providers_part_of_the_price_table(provider: str) -> None:
+    table = json.loads(filters.PRICE_TABLE.read_text())
+    shipped = json.loads(filters.provider_price_table(provider))
+    models = {name: row for name, row in table["models"].items() if row["provider"] == provider}
+    assert models and shipped["models"] == models
+    assert shipped["aliases"] == {a: m for a, m in table["aliases"].items() if m in models}
+    assert shipped["provider"] == provider
+    assert (shipped["generated_on"], shipped["unit"]) == (table["generated_on"], table["unit"])
+    licence = (filters.PRICE_TABLE.parent / "LICENSE-genai-prices").read_text()
+    assert shipped["licence"] == licence and table["genai_prices_version"] in shipped["source"]
+    with pytest.raises(ValueError, match="no model of provider"):
+        filters.provider_price_table("acme-ai")

@@ -6,13 +6,17 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import CHOICE_PROMPTS, COOKIECUTTER_JSON, TEMPLATE_DIR
+from conftest import CHOICE_PROMPTS, COOKIECUTTER_JSON, TEMPLATE_DIR, Baker
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def load_hook(name: str) -> ModuleType:
@@ -26,6 +30,19 @@ def load_hook(name: str) -> ModuleType:
 
 pre_gen = load_hook("pre_gen_project")
 post_gen = load_hook("post_gen_project")
+
+
+@pytest.fixture(scope="module")
+def baked_prices(bake: Baker) -> ModuleType:
+    """The generated app's llm/prices.py (stdlib only: it loads on its own)."""
+    path = bake() / "src" / "llm_service" / "llm" / "prices.py"
+    spec = importlib.util.spec_from_file_location("baked_llm_prices", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
 
 VALID: dict[str, str] = {
     "project_name": "LLM Service",
@@ -101,6 +118,27 @@ def test_each_bad_answer_is_named_with_its_value(field: str, value: str) -> None
 )
 def test_edge_prices_are_accepted(price: str) -> None:
     assert pre_gen.check_price(price) is None
+
+
+PRICE_TEXTS = [
+    *("0", "0.075", "2.50", "10000", "0.00000001", "10000.00000000", " 3 ", "007"),
+    *("", "-1", "abc", "NaN", "inf", "1e3", "0.123456789", "10000.01", "$10", "1.", ".5"),
+    *("1,5", "1.000000000", "\u0663", "+1", "1_000", "0x10", " ", "12.3.4"),
+]
+
+
+@given(st.one_of(st.sampled_from(PRICE_TEXTS), st.text(alphabet="0123456789. e-+$", max_size=14)))
+def test_the_app_checks_price_settings_as_the_prompts_check_prices(
+    baked_prices: ModuleType, text: str
+) -> None:
+    """LLM_*_PRICE_PER_MILLION_USD accept exactly the price answers the hook accepts."""
+    try:
+        microcents = baked_prices.usd_per_million(text)
+    except ValueError:
+        assert pre_gen.check_price(text) is not None or not text.strip()
+        return
+    assert pre_gen.check_price(text) is None
+    assert microcents == int(Decimal(text.strip()) * 100_000_000)
 
 
 def test_choices_are_the_ones_cookiecutter_json_offers() -> None:

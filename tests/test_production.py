@@ -10,6 +10,7 @@ Cycles admin API (the embedded server) exactly as compose runs it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -88,6 +90,7 @@ def app_setting_names(project: Path) -> set[str]:
 def load_gunicorn_conf(project: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
     for name in ("PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_BIND", "LLM_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLASK_SKIP_DOTENV", "1")  # the conf file would export a stray .env
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(project / "gunicorn.conf.py"))
@@ -316,6 +319,21 @@ def service_env(service: Mapping[str, Any], dotenv: Mapping[str, str]) -> dict[s
     return {k: interpolate(v, dotenv) for k, v in service.get("environment", {}).items()}
 
 
+def env_files(service: Mapping[str, Any]) -> list[str]:
+    entries = service.get("env_file", [])
+    entries = [entries] if isinstance(entries, str) else entries
+    return [entry if isinstance(entry, str) else entry["path"] for entry in entries]
+
+
+def container_env(
+    project: Path, service: Mapping[str, Any], dotenv: Mapping[str, str]
+) -> dict[str, str]:
+    """What a container of ``service`` starts with: the image's ENV, under its env_file
+    (``.env``: ``dotenv``), under its ``environment`` (compose's precedence)."""
+    from_files = dict(dotenv) if ".env" in env_files(service) else {}
+    return {**runtime_env(project), **from_files, **service_env(service, dotenv)}
+
+
 def load_compose(project: Path) -> dict[str, Any]:
     compose = yaml.safe_load((project / "compose.yaml").read_text())
     assert isinstance(compose, dict)
@@ -356,7 +374,9 @@ def test_compose_runs_the_app_beside_the_pinned_cycles_stack(bake: Baker, answer
     env_file = services["cycles-bootstrap"]["command"][-1]
     assert f". {env_file}" in services["app"]["command"][-1]
     assert services["app"]["command"][-1].endswith("exec gunicorn")
-    assert "CYCLES_ADMIN_API_KEY" not in app, "the serving app does not need the admin key"
+    container = container_env(project, services["app"], dotenv)
+    for secret in ("CYCLES_ADMIN_API_KEY", "ADMIN_API_KEY", "REDIS_PASSWORD"):
+        assert not container.get(secret), f"the serving app does not need {secret}"
 
 
 @DOCKER_BAKES
@@ -365,11 +385,44 @@ def test_compose_settings_are_the_apps_settings(bake: Baker, answers: dict) -> N
     services = load_compose(project)["services"]
     known = app_setting_names(project) | {"CYCLES_BOOTSTRAP_BUDGET_USD"}
     for name in ("app", "cycles-bootstrap"):
-        unknown = set(services[name]["environment"]) - known
+        # A variable set to "" keeps a secret of .env (env_file) out of the container.
+        given = {k for k, v in services[name]["environment"].items() if v != ""}
+        unknown = given - known
         assert not unknown, f"{name} sets variables the app never reads: {unknown}"
     text = (project / "compose.yaml").read_text()
     undocumented = {m.group(1) for m in INTERPOLATION.finditer(text)} - env_example_names(project)
     assert not undocumented, f"compose reads variables missing from .env.example: {undocumented}"
+
+
+# What compose itself decides for the app, over .env: production, the stack's Cycles server,
+# where gunicorn listens inside the container, the journal on the instance volume.
+COMPOSE_DECIDES = {
+    "APP_ENV": "production",
+    "CYCLES_BASE_URL": "http://cycles-server:7878",
+    "PORT": "8000",
+    "GUNICORN_BIND": "0.0.0.0",
+    "CYCLES_JOURNAL_DIR": f"/usr/local/var/{PACKAGE}-instance/cycles-commit-journal",
+}
+STACK_SECRETS = ("REDIS_PASSWORD", "ADMIN_API_KEY", "WEBHOOK_SECRET_ENCRYPTION_KEY")
+
+
+@DOCKER_BAKES
+def test_compose_app_gets_every_setting_of_dotenv(bake: Baker, answers: dict) -> None:
+    """env_file: .env, no fixed list: every documented setting in .env reaches the app,
+    except what compose decides and the stack's secrets, which the app never needs."""
+    project = bake(**answers)
+    app = load_compose(project)["services"]["app"]
+    assert app["env_file"] == [{"path": ".env", "required": False}]
+    dotenv = {name: f"from-dotenv-{name.lower()}" for name in env_example_names(project)}
+    dotenv.update(sample_dotenv(answers))
+    container = container_env(project, app, dotenv)
+    assert {name: container[name] for name in COMPOSE_DECIDES} == COMPOSE_DECIDES
+    blanked = {name for name in dotenv if container[name] == ""}
+    assert blanked == {*STACK_SECRETS, "CYCLES_ADMIN_API_KEY"}
+    dropped = {n for n in dotenv if container[n] != dotenv[n]} - set(COMPOSE_DECIDES) - blanked
+    assert not dropped, f"compose drops these settings of .env: {sorted(dropped)}"
+    for name in ("METRICS_TOKEN", "CYCLES_MODE", "CYCLES_FAIL_OPEN", "LOG_FORMAT", "LLM_TIMEOUT"):
+        assert container[name] == dotenv[name]
 
 
 @contextmanager
@@ -437,7 +490,7 @@ def test_compose_bootstrap_provisions_and_the_app_accepts_its_keys(
         assert env_file.read_text() == first, "a re-run must keep the runtime keys"
 
     keys = {k: shlex.split(v)[0] for k, v in (line.split("=", 1) for line in first.splitlines())}
-    app = {**dockerfile_env, **service_env(services["app"], dotenv), **keys}
+    app = {**container_env(project, services["app"], dotenv), **keys}
     summary = check_settings(project, app, tmp_path)
     assert summary == "production http://cycles-server:7878 ['acme', 'globex']"
 
@@ -688,3 +741,158 @@ def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exact
     # the final refusal happened with less than the estimate left.
     assert successes == (allocated - estimate) // actual + 1
     assert allocated - spent < estimate
+
+
+# --- one settings source: every entry point, from .env or from the environment --------------
+
+REAL_CALLER_KEY = "real-caller-key-acme"
+REAL_CALLER = {"Authorization": f"Bearer {REAL_CALLER_KEY}"}
+DEV_CALLER = {"Authorization": "Bearer dev-key-acme"}  # accepted in development only
+STARTUP_LINE = "llm-service: APP_ENV="
+SOURCES = ("dotenv", "environment")
+
+
+@contextmanager
+def production_settings(project: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A Cycles server (the embedded one, in its own process) provisioned for acme by the
+    bootstrap command; yields the production settings an operator writes for it."""
+    admin_key = "admin-secret"
+    digest = hashlib.sha256(REAL_CALLER_KEY.encode()).hexdigest()
+    with embedded_cycles(project, tmp_path, admin_key=admin_key) as url:
+        keys_file = tmp_path / "cycles.env"
+        env = project_env(
+            project, APP_ENV="development", LLM_PROVIDER="fake", CYCLES_ADMIN_URL=url,
+            CYCLES_ADMIN_API_KEY=admin_key, TENANT_API_KEYS=f"acme={digest}",
+            CYCLES_JOURNAL_DIR=str(tmp_path / "provision-journal"), FLASK_SKIP_DOTENV="1",
+        )  # fmt: skip
+        command = [str(VENV_BIN / "flask"), "--app", PACKAGE, "cycles", "provision"]
+        result = run([*command, "--keys-file", str(keys_file)], tmp_path, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = keys_file.read_text().splitlines()
+        keys = {k: shlex.split(v)[0] for k, v in (line.split("=", 1) for line in lines)}
+        yield {
+            "APP_ENV": "production",
+            "CYCLES_BASE_URL": url,
+            **keys,
+            "TENANT_API_KEYS": f"acme={digest}",
+            "LLM_PROVIDER": "fake",
+            "CYCLES_JOURNAL_DIR": str(tmp_path / "journal"),
+            "WEB_CONCURRENCY": "2",  # gunicorn's own settings come from the same source
+        }
+
+
+def entry_point_command(entry_point: str, project: Path, port: int) -> tuple[list[str], Path]:
+    """The command line of ``entry_point`` and the folder it runs in."""
+    if entry_point == "flask":
+        return [str(VENV_BIN / "flask"), "--app", PACKAGE, "run", "--port", str(port)], project
+    if entry_point == "gunicorn":
+        return [sys.executable, "-m", "gunicorn"], project
+    if entry_point == "create_app":  # a generic WSGI server: the standard library's
+        script = (
+            "import sys; from wsgiref.simple_server import make_server;"
+            f"from {PACKAGE} import create_app;"
+            "make_server('127.0.0.1', int(sys.argv[1]), create_app()).serve_forever()"
+        )
+        return [sys.executable, "-c", script, str(port)], project
+    # The Docker image: its CMD, in a folder laid out as its WORKDIR (gunicorn.conf.py only).
+    workdir = project.parent / "image-workdir"
+    workdir.mkdir(exist_ok=True)
+    shutil.copy(project / "gunicorn.conf.py", workdir)
+    steps = dockerfile_instructions(project)
+    cmd = json.loads(next(arg for kind, arg in steps if kind == "CMD"))
+    return [str(VENV_BIN / cmd[0]), *cmd[1:]], workdir
+
+
+def start_entry_point(
+    entry_point: str, project: Path, settings: Mapping[str, str], dotenv: Mapping[str, str]
+) -> tuple[subprocess.Popen[str], str, Path]:
+    port = free_port()
+    command, cwd = entry_point_command(entry_point, project, port)
+    if dotenv:
+        (cwd / ".env").write_text("".join(f"{k}={v}\n" for k, v in dotenv.items()))
+    image = runtime_env(project) if entry_point == "docker" else {}
+    # PORT: the image's 8000 may be taken on this machine; nothing else differs.
+    env = project_env(project, **{**image, **settings, "PORT": str(port)})
+    env.pop("FLASK_SKIP_DOTENV", None)
+    log = project.parent / f"{entry_point}.log"
+    server = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    return server, f"http://127.0.0.1:{port}", log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("entry_point", "source"),
+    [
+        *((entry, source) for entry in ("flask", "gunicorn", "create_app") for source in SOURCES),
+        # The image holds no .env (.dockerignore): compose's env_file sets its environment
+        # (test_compose_app_gets_every_setting_of_dotenv).
+        ("docker", "environment"),
+    ],
+)
+def test_every_entry_point_serves_production_from_either_settings_source(
+    bake: Baker, tmp_path: Path, entry_point: str, source: str
+) -> None:
+    """The same production settings in ``.env`` (in the folder the server starts in) or in
+    the environment: production, the development key refused, the real key served, and
+    one start-up line (gunicorn: from the master, not from each of its two workers)."""
+    project = fresh_copy(bake(**DEFAULT), tmp_path)
+    with production_settings(project, tmp_path) as settings:
+        in_dotenv = settings if source == "dotenv" else {}
+        in_environment = settings if source == "environment" else {}
+        server, base, log = start_entry_point(entry_point, project, in_environment, in_dotenv)
+        try:
+            wait_until_serving(base, server, log)
+            if entry_point in {"gunicorn", "docker"}:
+                wait_for_log(log, server, "Booting worker", count=2)
+            statuses = [
+                http("GET", base + "/budget", headers=DEV_CALLER)[0],
+                http("GET", base + "/budget", headers=REAL_CALLER)[0],
+            ]
+            for _ in range(6):  # spread over the workers: each has built its app by now
+                http("GET", base + "/healthz")
+        finally:
+            stop_group(server)
+    output = log.read_text()
+    assert statuses == [401, 200], output
+    lines = [line for line in output.splitlines() if STARTUP_LINE in line]
+    assert len(lines) == 1, output
+    assert lines[0].endswith(
+        f"{STARTUP_LINE}production, Cycles at {settings['CYCLES_BASE_URL']}, "
+        "provider fake, model gpt-5.4-mini"
+    ), lines
+
+
+def wait_for_log(log: Path, server: subprocess.Popen[str], text: str, count: int) -> None:
+    """Until ``text`` appears ``count`` times in the server's log (the server must live)."""
+    for _ in range(600):
+        if log.read_text().count(text) >= count:
+            return
+        assert server.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not seen {count} times: {log.read_text()}")
+
+
+@pytest.mark.slow
+def test_deployment_servers_never_fall_back_to_development(bake: Baker, tmp_path: Path) -> None:
+    """gunicorn without APP_ENV refuses to start (even with every other setting in .env);
+    the Docker image's command without settings refuses as production, not development."""
+    project = fresh_copy(bake(**DEFAULT), tmp_path)
+    dotenv = {"CYCLES_JOURNAL_DIR": str(tmp_path / "journal"), "LLM_PROVIDER": "fake"}
+    outputs = {}
+    for entry_point, in_dotenv in (("gunicorn", dotenv), ("docker", {})):
+        server, _, log = start_entry_point(entry_point, project, {}, in_dotenv)
+        try:
+            assert server.wait(timeout=60) == 1, log.read_text()
+        finally:
+            if server.poll() is None:  # it started after all: never leave it running
+                stop_group(server)
+        outputs[entry_point] = log.read_text()
+    refusal = "Error: APP_ENV is not set: a server for deployments does not fall back"
+    assert refusal in outputs["gunicorn"], outputs["gunicorn"]
+    refused = reported_problems(outputs["docker"])
+    assert any(line.strip().startswith("CYCLES_BASE_URL") for line in refused), refused
+    for output in outputs.values():
+        assert "Traceback" not in output and STARTUP_LINE not in output

@@ -8,9 +8,10 @@ bounded.
 
 - A gunicorn worker SIGKILLed mid-call leaves its hold behind; the ledger expires it after
   TTL + grace and the budget is whole again, nothing charged.
-- Cycles stopped after the reservation and before the commit: the commit is journaled, and
-  once Cycles is back (same port, same ledger file) the retry engine, or the journal replay
-  of the next process, commits it exactly once: the ledger ends as if nothing happened.
+- Cycles stopped after the reservation and before the commit: the commit is kept as an
+  unsettled charge on disk, and once Cycles is back (same port, same ledger file) the app's
+  settler, or the next process', commits it exactly once: the ledger ends as if nothing
+  happened.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import os
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +119,15 @@ def started_markers(gate: Path) -> list[Path]:
     return sorted(gate.glob("started-*"))
 
 
-def journal_files(journal: Path) -> list[Path]:
-    return sorted(journal.glob("*/*.json"))
+def unsettled(journal: Path) -> list[dict[str, Any]]:
+    """The unsettled charges the app keeps in its journal folder (its settler's file)."""
+    path = journal / "unsettled.sqlite3"
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(path)) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT reservation_id, stage, commit_body FROM charges").fetchall()
+    return [{**row, "commit_body": json.loads(row["commit_body"])} for row in rows]
 
 
 @pytest.fixture
@@ -265,8 +274,8 @@ def pending_commit_during_an_outage(
     bake: Baker, workdir: Path, procs: list[Any]
 ) -> tuple[dict[str, str], CyclesOutage, Any, dict[str, Any], dict[str, Any]]:
     """Reserve, kill Cycles inside the provider call, let the call finish: the commit fails
-    and is journaled. Returns the env, the (stopped) server, the app process, the app's
-    result and the journal record."""
+    is kept on disk. Returns the env, the (stopped) server, the app process, the app's result
+    and the unsettled charge."""
     project = bake()
     gate = workdir / "gate"
     env = baked_env(project, workdir, RESILIENCE_GATE=str(gate))
@@ -285,9 +294,8 @@ def pending_commit_during_an_outage(
     # The model ran and its spend is known: the caller gets the answer, the spend waits.
     assert result["status"] == 200, result
     assert result["body"]["cost_usd_microcents"] == result["cost"] > 0
-    (entry,) = wait_for(lambda: journal_files(workdir / "journal"), 5, "a journal entry")
-    record = json.loads(entry.read_text())
-    assert record["mode"] == "commit" and record["base_url"] == cycles.base_url
+    (record,) = wait_for(lambda: unsettled(workdir / "journal"), 5, "an unsettled charge")
+    assert record["stage"] == "commit"
     assert record["commit_body"]["actual"]["amount"] == result["cost"]
     return env, cycles, app, result, record
 
@@ -307,13 +315,13 @@ def assert_settled_exactly(
 def test_a_commit_lost_to_a_cycles_outage_is_retried_once_cycles_is_back(
     bake: Baker, workdir: Path
 ) -> None:
-    """The app keeps running: its retry engine commits the journaled spend as soon as
-    Cycles answers again (restarted on the same port and ledger file)."""
+    """The app keeps running: its settler commits the unsettled spend as soon as Cycles
+    answers again (restarted on the same port and ledger file)."""
     with processes() as procs:
         env, cycles, app, result, record = pending_commit_during_an_outage(bake, workdir, procs)
         cycles.start()
-        assert app.wait(timeout=20) == 0, "the journal did not drain"
-        assert not journal_files(workdir / "journal")
+        assert app.wait(timeout=20) == 0, "the charge did not land"
+        assert not unsettled(workdir / "journal")
         assert cycles.reserved() == 0
     assert_settled_exactly(env, workdir, cycles.db, result["cost"], record["reservation_id"])
 
@@ -321,19 +329,19 @@ def test_a_commit_lost_to_a_cycles_outage_is_retried_once_cycles_is_back(
 def test_a_commit_lost_with_the_app_is_replayed_by_the_next_app_process(
     bake: Baker, workdir: Path
 ) -> None:
-    """The app dies too before Cycles is back: the journal on disk is all that is left. The
-    next app process replays it on its first guarded call; both calls are charged exactly."""
+    """The app dies too before Cycles is back: the file on disk is all that is left. The
+    next app process lands it once it talks to Cycles; both calls are charged exactly."""
     with processes() as procs:
         env, cycles, app, result, record = pending_commit_during_an_outage(bake, workdir, procs)
         stop(app, signal.SIGKILL)
-        assert len(journal_files(workdir / "journal")) == 1, "the spend survives only on disk"
+        assert len(unsettled(workdir / "journal")) == 1, "the spend survives only on disk"
         cycles.start()
 
-        # The gate is open: this call goes straight through; its app replays the journal.
+        # The gate is open: this call goes straight through; its app lands the charge.
         second, second_file = start_call(env, workdir, cycles, "second")
-        assert second.wait(timeout=20) == 0, "the journal did not drain"
+        assert second.wait(timeout=20) == 0, "the charge did not land"
         second_result = json.loads(second_file.read_text())
         assert second_result["status"] == 200, second_result
-        assert not journal_files(workdir / "journal")
+        assert not unsettled(workdir / "journal")
     spent = result["cost"] + second_result["cost"]
     assert_settled_exactly(env, workdir, cycles.db, spent, record["reservation_id"])

@@ -9,10 +9,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +44,11 @@ app.extensions["llm"] = FakeProvider(
 """
 
 
-@pytest.fixture
-def gunicorn_app(bake: Baker, tmp_path: Path) -> Iterator[str]:
-    project = fresh_copy(bake(), tmp_path)
-    (project / "slow_stream_app.py").write_text(SLOW_APP)
+@contextmanager
+def gunicorn(
+    project: Path, tmp_path: Path, app: str, threads: int = 4, **settings: str
+) -> Iterator[str]:
+    """gunicorn serving ``app`` (module:variable) from ``project``, gthread like production."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CYCLES_", "FLASK_"))}
     env.update(
@@ -53,12 +57,13 @@ def gunicorn_app(bake: Baker, tmp_path: Path) -> Iterator[str]:
         LLM_PROVIDER="fake",
         CYCLES_LOCAL_DB=str(tmp_path / "ledger.sqlite3"),
         CYCLES_JOURNAL_DIR=str(tmp_path / "journal"),
+        **settings,
     )
     log_path = tmp_path / "gunicorn.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-             "--threads", "4", "--worker-class", "gthread", "slow_stream_app:app"],
+             "--threads", str(threads), "--worker-class", "gthread", app],
             cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
@@ -67,6 +72,14 @@ def gunicorn_app(bake: Baker, tmp_path: Path) -> Iterator[str]:
             yield base
         finally:
             stop_group(server)
+
+
+@pytest.fixture
+def gunicorn_app(bake: Baker, tmp_path: Path) -> Iterator[str]:
+    project = fresh_copy(bake(), tmp_path)
+    (project / "slow_stream_app.py").write_text(SLOW_APP)
+    with gunicorn(project, tmp_path, "slow_stream_app:app") as base:
+        yield base
 
 
 def open_stream(base: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
@@ -127,3 +140,77 @@ def test_gthread_streams_every_event_and_charges_a_hang_up_for_what_it_got(
     assert after_hang_up["reserved"] == 0
     charged = after_hang_up["spent"] - after_full["spent"]
     assert 0 < charged < full_cost
+
+
+# A provider that streams far more than the socket buffers between gunicorn and a client
+# hold: 32 KiB deltas, one output token per 8 bytes, up to max_tokens.
+FIREHOSE_APP = f"""
+from {PACKAGE} import create_app
+from {PACKAGE}.llm import FakeProvider
+
+
+class Firehose(FakeProvider):
+    def stream(self, *, prompt, max_tokens, progress, system=None):
+        progress.input_tokens, progress.model = 20, self.model
+        produced = 0
+        while produced < max_tokens:
+            tokens = min(4096, max_tokens - produced)
+            text = "x" * (tokens * 8)
+            progress.add_text(text)
+            produced += tokens
+            progress.output_tokens = produced
+            yield text
+        progress.usage_final = True
+
+
+app = create_app()
+app.extensions["llm"] = Firehose(app.extensions["settings"].llm_model)
+"""
+FIREHOSE_TOKENS = 500_000
+
+
+def test_gthread_cuts_off_a_client_that_stops_reading_and_charges_what_it_produced(
+    bake: Baker, tmp_path: Path
+) -> None:
+    project = fresh_copy(bake(), tmp_path)
+    (project / "firehose_app.py").write_text(FIREHOSE_APP)
+    settings = {"STREAM_WRITE_TIMEOUT": "1", "MAX_TOKENS_LIMIT": str(FIREHOSE_TOKENS)}
+    # One thread: while the stream's write is blocked, nothing else is served, so the balance
+    # below is read only once that write has failed and freed the thread.
+    with gunicorn(project, tmp_path, "firehose_app:app", threads=1, **settings) as base:
+        before = balance(base)
+        port = int(base.rsplit(":", 1)[1])
+        client = socket.socket()
+        # Before connect, so the window the client advertises stays this small.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(PATIENCE_S)
+        client.connect(("127.0.0.1", port))
+        body = json.dumps({"prompt": PROMPT, "max_tokens": FIREHOSE_TOKENS, "stream": True})
+        head = (
+            f"POST /chat HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: {AUTH['Authorization']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        client.sendall(head.encode() + body.encode())
+        # The client reads nothing until its stream has been settled without it.
+        deadline = time.monotonic() + PATIENCE_S
+        while balance(base)["spent"] == before["spent"]:
+            assert time.monotonic() < deadline, "the stalled stream was never settled"
+            time.sleep(0.05)
+        after = settled_balance(base)
+        # The worker's blocked write failed: the client gets what was on its way, then the
+        # end of the connection (not the rest of the answer, nor a "done" event).
+        received = bytearray()
+        while chunk := client.recv(1 << 16):
+            received += chunk
+        client.close()
+    assert received.startswith(b"HTTP/1.1 200")
+    assert b'"type":"delta"' in received and b'"type":"done"' not in received
+    assert len(received) < FIREHOSE_TOKENS * 8
+    assert after["reserved"] == 0
+    charged = after["spent"] - before["spent"]
+    log = (tmp_path / "gunicorn.log").read_text()
+    (estimate,) = re.findall(r"POST /chat 200 .* estimate=(\d+)", log)
+    assert 0 < charged < int(estimate)
+    assert "its client stopped reading" in log
+    assert "Traceback" not in log  # a cut connection is a client gone, not a server error

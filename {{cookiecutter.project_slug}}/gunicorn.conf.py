@@ -1,7 +1,9 @@
 """Gunicorn settings for production: ``gunicorn`` (no arguments) reads this file.
 
-Every value can be changed through the environment, so the same image runs on a laptop,
-in compose and on a platform that injects ``PORT`` and ``WEB_CONCURRENCY``.
+Every value can be changed through the environment (or ``.env``, as for ``flask``), so the
+same image runs on a laptop, in compose and on a platform that injects ``PORT`` and
+``WEB_CONCURRENCY``. gunicorn serves deployments: it refuses to start until ``APP_ENV`` is
+set, and never falls back to the development defaults on its own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,16 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from flask.cli import load_dotenv
+from flask.helpers import get_load_dotenv
+
+# Settings: the process environment over .env, exactly as `flask` reads them (this is the
+# function Flask's CLI calls; settings_source.py documents the rule). Exported here, before
+# anything below reads a setting, so the workers, the app and every library see what
+# `flask` would see. FLASK_SKIP_DOTENV=1 turns the files off.
+if get_load_dotenv():
+    load_dotenv()
 
 
 def _number(name: str, default: float) -> float:
@@ -55,8 +67,18 @@ preload_app = False
 # be killed as silent before those timeouts have fired and the app has answered.
 _request_budget_s = _number("LLM_TIMEOUT", 30) + 2 * _number("CYCLES_READ_TIMEOUT", 5)
 timeout = math.ceil(_request_budget_s) + 15
-# On SIGTERM finish requests in flight (commit what they spent) before exiting.
-graceful_timeout = timeout
+# That timeout watches each worker's main loop, not its request threads: a thread whose
+# write is blocked on a client that stopped reading is freed by the app, which charges such
+# a stream and cuts its connection within 1.5 x STREAM_WRITE_TIMEOUT (heartbeat.py).
+_stuck_stream_s = (
+    1.5 * _number("STREAM_WRITE_TIMEOUT", 30)
+    + _number("CYCLES_CONNECT_TIMEOUT", 2)
+    + _number("CYCLES_READ_TIMEOUT", 5)
+    + 5
+)
+# On SIGTERM finish requests in flight (commit what they spent) before exiting, including
+# a stream stuck on such a client.
+graceful_timeout = max(timeout, math.ceil(_stuck_stream_s))
 keepalive = 5
 
 # Access log to stdout; never the Authorization header or request bodies.
@@ -69,15 +91,18 @@ def on_starting(server: Any) -> None:
     """Check the app's settings once, in the master, before anything listens.
 
     Every problem is printed, one line each, and gunicorn exits 1: no worker boots only to
-    die with a traceback. (Only the settings are read here; nothing is started.)
+    die with a traceback. APP_ENV must be set: development is never a silent fallback for a
+    deployment. The master logs the start-up line (APP_ENV, Cycles, provider, model) once;
+    its workers inherit that and stay quiet. (Only the settings are read; nothing starts.)
     """
     # The check imports the app package and with it prometheus_client, which picks its
     # multiprocess mode once, on import: the metrics directory must be chosen first.
     pre_fork(server, None)
-    from {{ cookiecutter.package_name }}.config import ConfigError, check_environment
+    from {{ cookiecutter.package_name }} import settings_source
+    from {{ cookiecutter.package_name }}.config import ConfigError
 
     try:
-        check_environment(os.environ)
+        settings_source.load(settings_source.instance_path(), require_app_env=True)
     except ConfigError as error:
         print(f"Error: {error.format_message()}", file=sys.stderr, flush=True)
         if server.pidfile is not None:

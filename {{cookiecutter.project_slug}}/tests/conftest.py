@@ -32,6 +32,7 @@ from {{ cookiecutter.package_name }}.config import hash_api_key
 from {{ cookiecutter.package_name }}.llm import Completion, FakeProvider, StreamProgress
 from localcycles import LocalCyclesServer, LocalLedger
 from openapi_contract import responses_match_the_document  # noqa: F401
+from support.fault_proxy import FaultProxy
 
 TENANTS = ("acme", "globex")
 UNIT = "USD_MICROCENTS"
@@ -75,6 +76,19 @@ def offline_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("SSL_CERT_FILE", raising=False)
         patch.setenv("SSL_CERT_DIR", str(tmp_path_factory.mktemp("no-ca-certificates")))
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_dotenv() -> Iterator[None]:
+    """A developer's ``.env`` in the project folder never reaches the tests.
+
+    FLASK_SKIP_DOTENV=1 turns the ``.env`` files off for ``create_app``, Flask's CLI and
+    gunicorn.conf.py alike (settings_source.py), and every process a test starts inherits it.
+    The tests of ``.env`` loading unset it themselves.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLASK_SKIP_DOTENV", "1")
         yield
 
 
@@ -184,6 +198,14 @@ def cycles_server(tmp_path: Path) -> Iterator[LocalCyclesServer]:
     yield server
     server.stop()
     server.ledger.close()
+
+
+@pytest.fixture
+def fault_proxy(cycles_server: LocalCyclesServer) -> Iterator[FaultProxy]:
+    """A proxy in front of ``cycles_server`` that drops, garbles, drips or stalls chosen
+    Cycles operations (see tests/support/fault_proxy.py); point the app at its base_url."""
+    with FaultProxy(cycles_server.base_url) as proxy:
+        yield proxy
 
 
 @pytest.fixture
@@ -302,7 +324,7 @@ def forward_to(base_url: str) -> Responder:
     """A responder that passes every request on to a real server (to record traffic)."""
 
     def forward(req: StubRequest) -> StubReply:
-        wanted = {"x-cycles-api-key", "x-idempotency-key", "content-type"}
+        wanted = {"x-cycles-api-key", "x-admin-api-key", "x-idempotency-key", "content-type"}
         headers = {k: v for k, v in req.headers.items() if k.lower() in wanted}
         content = json.dumps(req.body).encode() if req.body is not None else None
         upstream = httpx.request(

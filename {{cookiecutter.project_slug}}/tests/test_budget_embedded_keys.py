@@ -86,6 +86,7 @@ def test_the_apps_runtime_keys_cannot_create_or_fund_budgets(tmp_path: Path) -> 
                 json=credit,
                 headers={"X-Cycles-API-Key": key},
             )
-            assert resp.status_code == 403 and resp.json()["error"] == "FORBIDDEN"
+            assert resp.status_code == 403
+            assert resp.json()["error"] == "INSUFFICIENT_PERMISSIONS"
     finally:
         cycles_clients.close(app)

@@ -217,13 +217,13 @@ def free_port() -> int:
     ("args", "expected"),
     [
         (("cycles", "provision", "--budget-usd", "lots"), "not an amount of US dollars"),
-        (("cycles", "provision", "Not A Tenant"), "expected 1-64 lowercase"),
+        (("cycles", "provision", "Not A Tenant"), "expected 3-64 lowercase"),
         (("cycles", "fund", "acme", "0.000000001"), "more than 8 decimals"),
         (("cycles", "fund", "acme", "0"), "must be more than $0"),
         (("cycles", "fund", "acme", "0.00"), "must be more than $0"),
         (("cycles", "fund", "acme", "--", "-1"), "not an amount of US dollars"),
-        (("cycles", "fund", "Not A Tenant", "1"), "expected 1-64 lowercase"),
-        (("cycles", "balances", "Not A Tenant"), "expected 1-64 lowercase"),
+        (("cycles", "fund", "Not A Tenant", "1"), "expected 3-64 lowercase"),
+        (("cycles", "balances", "Not A Tenant"), "expected 3-64 lowercase"),
     ],
 )
 def test_bad_arguments_are_usage_errors(
@@ -298,7 +298,12 @@ def test_every_help_line_is_whole(server: LocalCyclesServer, tmp_path: Path) -> 
     result = invoke(app, "cycles", "--help")
     assert result.exit_code == 0, result.output
     commands = result.output.split("Commands:", 1)[1].strip().splitlines()
-    assert [line.split()[0] for line in commands] == ["balances", "fund", "provision"]
+    assert [line.split()[0] for line in commands] == [
+        "balances",
+        "check-keys",
+        "fund",
+        "provision",
+    ]
     for line in commands:
         assert line.rstrip().endswith(".") and "..." not in line, line
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from flask import Flask
 from flask.cli import FlaskGroup
 
-from {{ cookiecutter.package_name }} import create_app
-from {{ cookiecutter.package_name }}.config import ConfigError, Settings
+from {{ cookiecutter.package_name }} import create_app, state
+from {{ cookiecutter.package_name }}.config import DEFAULT_LLM_PROVIDER, ConfigError, Settings
 {%- if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
+from localcycles import LocalCyclesServer
 
 SERVER = "https://cycles.example.com"
 SECRET = "cyc_live_Zx9SecretPart"  # must never appear in an error message
@@ -58,6 +61,15 @@ def test_development_defaults_use_the_embedded_ledger_and_fake_llm() -> None:
         ({"CYCLES_LOCAL_BUDGET_USD": "lots"}, "CYCLES_LOCAL_BUDGET_USD"),
         ({"CYCLES_TENANT": "Not Valid"}, "CYCLES_TENANT"),
         ({"CYCLES_TENANT": "-leading-dash"}, "CYCLES_TENANT"),
+        # The reference admin server: tenant ids of 3-64; scope ids end with a letter or digit.
+        ({"CYCLES_TENANT": "ab"}, "CYCLES_TENANT"),
+        ({"CYCLES_TENANT": "trailing-dash-"}, "CYCLES_TENANT"),
+        ({"CYCLES_KEY_TTL_DAYS": "0"}, "CYCLES_KEY_TTL_DAYS"),
+        ({"CYCLES_KEY_TTL_DAYS": "3651"}, "CYCLES_KEY_TTL_DAYS"),
+        ({"CYCLES_KEY_WARN_DAYS": "-1"}, "CYCLES_KEY_WARN_DAYS"),
+        ({"CYCLES_KEY_WARN_DAYS": "90"}, "CYCLES_KEY_WARN_DAYS"),
+        ({"CYCLES_KEY_EXPIRES_AT": "operator=2027-03-02"}, "CYCLES_KEY_EXPIRES_AT"),
+        ({"CYCLES_KEY_EXPIRES_AT": "operator=soon"}, "CYCLES_KEY_EXPIRES_AT"),
         ({"MAX_PROMPT_CHARS": "0"}, "MAX_PROMPT_CHARS"),
         ({"DEFAULT_MAX_TOKENS": "9000"}, "DEFAULT_MAX_TOKENS"),
         ({"LLM_PROVIDER": "mystery"}, "LLM_PROVIDER"),
@@ -231,3 +243,37 @@ def test_settings_repr_shows_no_key() -> None:
 {%- endif %}
     )
     assert SECRET not in repr(settings)
+
+
+# Vendor keys a developer may have exported in their shell for other work.
+SHELL_VENDOR_KEYS = {"OPENAI_API_KEY": "sk-from-the-shell", "ANTHROPIC_API_KEY": "sk-ant-shell"}
+
+
+@pytest.mark.parametrize("app_env", ["development", "testing"])
+def test_a_vendor_key_in_the_shell_leaves_development_on_the_fake(app_env: str) -> None:
+    settings = load(APP_ENV=app_env, **SHELL_VENDOR_KEYS)
+    assert settings.llm_provider == "fake"
+    assert settings.llm_api_key is None
+
+
+def test_an_app_started_with_a_vendor_key_exported_calls_the_fake(
+    monkeypatch: pytest.MonkeyPatch,
+    cycles_server: LocalCyclesServer,
+    make_app: Callable[..., Flask],
+) -> None:
+    for name, value in SHELL_VENDOR_KEYS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LLM_PROVIDER", raising=False)
+    app = make_app(cycles_server.base_url, LLM_PROVIDER="")  # as if never set
+    assert state.provider(app).name == "fake"
+
+
+@pytest.mark.skipif(DEFAULT_LLM_PROVIDER == "fake", reason="a fake-only project has no vendor")
+def test_a_provider_chosen_outside_production_needs_its_key() -> None:
+    key_name = f"{DEFAULT_LLM_PROVIDER.upper()}_API_KEY"
+    settings = load(LLM_PROVIDER=DEFAULT_LLM_PROVIDER, **{key_name: SECRET})
+    assert (settings.llm_provider, settings.llm_api_key) == (DEFAULT_LLM_PROVIDER, SECRET)
+    # Chosen without its key: refused, never quietly replaced by the fake.
+    (problem,) = problems(LLM_PROVIDER=DEFAULT_LLM_PROVIDER)
+    assert problem.startswith(f"{key_name} is required for LLM_PROVIDER={DEFAULT_LLM_PROVIDER}")
+    assert "unset LLM_PROVIDER" in problem

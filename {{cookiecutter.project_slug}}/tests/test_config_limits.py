@@ -9,7 +9,7 @@ import pytest
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
 
 # The longest TTL, so that no timeout at the top of its range trips the TTL rule.
-BASE = {"APP_ENV": "testing", "CYCLES_RESERVATION_TTL_MS": "86400000"}
+BASE = {"APP_ENV": "testing", "CYCLES_RESERVATION_TTL_MS": "3600000"}
 
 # (variable, lowest accepted, highest accepted, Settings field)
 RANGES = [
@@ -22,6 +22,7 @@ RANGES = [
     ("CYCLES_CONNECT_TIMEOUT", "0.01", "60", "cycles_connect_timeout"),
     ("CYCLES_READ_TIMEOUT", "0.01", "300", "cycles_read_timeout"),
     ("LLM_TIMEOUT", "0.1", "600", "llm_timeout"),
+    ("STREAM_WRITE_TIMEOUT", "0.1", "3600", "stream_write_timeout"),
 ]
 # Settings that must agree with the one under test at its extremes.
 COMPANIONS = {
@@ -103,8 +104,8 @@ def test_a_long_bad_value_is_quoted_short_but_recognisably(tmp_path: Path) -> No
     assert len(problem) < 200
 
 
-def test_the_reservation_ttl_has_the_protocols_ceiling(tmp_path: Path) -> None:
-    assert settings(tmp_path).cycles_reservation_ttl_ms == 86_400_000
+def test_the_reservation_ttl_has_the_reference_servers_ceiling(tmp_path: Path) -> None:
+    assert settings(tmp_path).cycles_reservation_ttl_ms == 3_600_000
     with pytest.raises(ConfigError) as info:
-        settings(tmp_path, CYCLES_RESERVATION_TTL_MS="86400001")
-    assert info.value.problems[0].startswith("CYCLES_RESERVATION_TTL_MS=86400001")
+        settings(tmp_path, CYCLES_RESERVATION_TTL_MS="3600001")
+    assert info.value.problems[0].startswith("CYCLES_RESERVATION_TTL_MS=3600001")

@@ -22,6 +22,7 @@ from conftest import (
 from {{ cookiecutter.package_name }} import pricing
 from {{ cookiecutter.package_name }}.config import ConfigError
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
+from {{ cookiecutter.package_name }}.unsettled import UnsettledStore
 from localcycles import LocalCyclesServer
 
 PROMPT = "What would this have cost?"
@@ -114,9 +115,8 @@ def test_a_spend_event_cycles_did_not_take_is_kept_for_a_retry(
     app = shadow_app(make_app, cycles_stub(refuse_events).base_url)
     served = app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
     assert served.status_code == 200
-    # The spend was not lost: it waits in the commit journal for runcycles to retry it.
-    journal = tmp_path / "journal"
-    assert [path for path in journal.rglob("*") if path.is_file()], "nothing was journaled"
+    # The spend was not lost: it waits on disk for the settler to retry it.
+    assert UnsettledStore(tmp_path / "journal").charges() == [("acme", expected_cost())]
 
 
 def test_shadow_mode_serves_when_cycles_cannot_evaluate(

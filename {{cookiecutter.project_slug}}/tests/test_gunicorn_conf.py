@@ -18,6 +18,7 @@ from gunicorn.glogging import Logger
 from gunicorn.sock import close_sockets, create_sockets
 {%- endif %}
 
+from {{ cookiecutter.package_name }} import create_app, cycles_clients, settings_source
 from {{ cookiecutter.package_name }}.config import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
@@ -77,6 +78,50 @@ def test_gunicorn_starts_when_the_settings_are_valid(monkeypatch: pytest.MonkeyP
     conf = load_conf(monkeypatch)
     monkeypatch.setenv("APP_ENV", "testing")
     assert conf["on_starting"](SimpleNamespace(pidfile=None)) is None
+
+
+def test_gunicorn_refuses_to_start_without_app_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Development is never a silent fallback for a server of deployments."""
+    conf = load_conf(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        conf["on_starting"](SimpleNamespace(pidfile=None))
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [f"Error: {settings_source.APP_ENV_REQUIRED}"]
+
+
+def test_gunicorn_reads_dotenv_as_flask_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its own settings and the app's: the process environment over ``.env``."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the conf file exports .env here
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("APP_ENV=testing\nPORT=9001\nWEB_CONCURRENCY=3\n")
+    conf = load_conf(monkeypatch, WEB_CONCURRENCY="2")
+    assert (conf["bind"], conf["workers"]) == (["127.0.0.1:8000"], 2), "shielded in tests"
+    monkeypatch.delenv("FLASK_SKIP_DOTENV")
+    conf = load_conf(monkeypatch, WEB_CONCURRENCY="2")
+    assert (conf["bind"], conf["workers"]) == (["127.0.0.1:9001"], 2)
+    assert os.environ["APP_ENV"] == "testing", "the app in the workers reads the same"
+
+
+def test_the_master_logs_the_start_up_line_and_its_workers_do_not(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(settings_source, "_announced", set())
+    conf = load_conf(
+        monkeypatch, APP_ENV="testing", LLM_PROVIDER="fake", CYCLES_JOURNAL_DIR=str(tmp_path)
+    )
+    conf["on_starting"](SimpleNamespace(pidfile=None))
+    lines = [r.getMessage() for r in caplog.records if r.name == settings_source.__name__]
+    assert len(lines) == 1 and lines[0].startswith(f"{settings_source.SERVICE}: APP_ENV=testing")
+    try:
+        app = create_app()  # what each worker (a fork of the master) does next
+        cycles_clients.close(app)
+    finally:
+        conf["on_exit"](None)  # removes the metrics directory on_starting made
+    assert [r.getMessage() for r in caplog.records if r.name == settings_source.__name__] == lines
 
 
 def test_a_worker_reports_an_app_start_up_error_as_gunicorn_app_load_error(

@@ -52,6 +52,23 @@ def test_cached_input_is_billed_at_the_cached_price(
     assert charged <= pricing.cost(inp, out)
 
 
+PRICES_PER_MILLION = st.integers(0, 10**12)  # up to $10,000 per million tokens
+
+
+@given(PRICES_PER_MILLION, PRICES_PER_MILLION, st.integers(0, 10**7), st.integers(0, 10**7))
+def test_cost_and_estimate_use_the_prices_they_are_given(
+    input_price: int, output_price: int, inp: int, out: int
+) -> None:
+    """The app passes the running model's prices (Settings.llm_prices), not the generated ones."""
+    prices = pricing.ModelPrices("other-model", input_price, input_price, output_price, "test")
+    exact = Decimal(inp * input_price + out * output_price) / 1_000_000
+    charged = pricing.cost(inp, out, prices=prices)
+    assert charged - 1 < exact <= charged
+    prompt = "x" * (inp % 10_000)
+    bound = pricing.estimate(prompt, max_tokens=out, prices=prices)
+    assert bound == pricing.cost(len(prompt) + pricing.MESSAGE_OVERHEAD_TOKENS, out, prices=prices)
+
+
 def test_cached_tokens_are_part_of_the_input() -> None:
     with pytest.raises(ValueError, match="part of the input"):
         pricing.cost(10, 0, cached_input_tokens=11)

@@ -1,6 +1,6 @@
 """Fails loudly when runcycles no longer has what runcycles_compat.py reaches past its API for.
 
-If this fails after a runcycles upgrade: read the new runcycles.retry, adapt
+If this fails after a runcycles upgrade: read the new runcycles client, adapt
 runcycles_compat.py, and add the version to TESTED_RUNCYCLES_VERSIONS.
 """
 
@@ -9,9 +9,12 @@ from __future__ import annotations
 import inspect
 from importlib.metadata import version
 
+import httpcore
+import httpx
+import pytest
 from runcycles import CyclesClient
-from runcycles.retry import CommitRetryEngine
 
+from {{ cookiecutter.package_name }}.cycles_transport import bound_httpx
 from {{ cookiecutter.package_name }}.runcycles_compat import TESTED_RUNCYCLES_VERSIONS
 
 
@@ -22,40 +25,27 @@ def test_the_installed_runcycles_is_a_tested_version() -> None:
     )
 
 
-def test_the_retry_engine_still_has_the_methods_the_guard_uses() -> None:
-    expected = {
-        "set_client": ["self", "client"],
-        "schedule": [
-            "self",
-            "reservation_id",
-            "commit_body",
-            "event_fallback_body",
-            "retry_after_ms",
-        ],
-        "schedule_event": ["self", "reservation_id", "event_body"],
-        "flush": ["self", "timeout"],
-    }
-    for name, parameters in expected.items():
-        method = getattr(CommitRetryEngine, name)
-        assert list(inspect.signature(method).parameters) == parameters, name
-    init = inspect.signature(CommitRetryEngine.__init__)
-    assert list(init.parameters) == ["self", "config"]
-
-
-def test_the_retry_engine_calls_only_what_the_closing_wrapper_answers() -> None:
-    # runcycles_compat hands the engine a wrapper with just these two calls.
-    import re
-
-    import runcycles.retry
-
-    called = set(re.findall(r"self\._client\.(\w+)\(", inspect.getsource(runcycles.retry)))
-    assert called <= {"commit_reservation", "create_event"}, called
-
-
 def test_the_client_still_sends_through_the_transport_the_compat_module_swaps() -> None:
-    # use_plain_http replaces CyclesClient._http; runcycles must still send through it so.
+    # install_transport replaces CyclesClient._http; runcycles must still send through it so.
     source = inspect.getsource(CyclesClient)
     assert "self._http = httpx.Client(" in source
     assert "self._http.post(path, json=data, headers=headers)" in source
     assert "self._http.get(path, params=params)" in source
     assert "self._http.close()" in source
+
+
+def test_httpx_pools_still_take_the_network_backend_that_bounds_each_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # cycles_transport.bound_httpx wraps the httpcore backend of every pool of runcycles'
+    # httpx client (direct and proxied); if httpx moves it, calls would go unbounded.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with httpx.Client() as http:
+        bounded = bound_httpx(http, total_s=1)
+        transports = [http._transport, *(t for t in http._mounts.values() if t is not None)]
+        assert len(transports) == 2  # the direct one and the proxy's
+        for transport in transports:
+            pool = transport._pool  # type: ignore[attr-defined]
+            assert isinstance(pool, httpcore.ConnectionPool)
+            assert type(pool._network_backend).__name__ == "_BoundedBackend"
+        assert bounded.http is http

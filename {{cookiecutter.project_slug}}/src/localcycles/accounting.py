@@ -171,8 +171,10 @@ def fund(budget: Budget, operation: str, amount: int, spent: int | None) -> None
 
 
 def reconcile_over_limit(budget: Budget) -> None:
-    """Operator changes recompute the over-limit flag from debt (as the reference does).
+    """Operator changes recompute the over-limit flag from debt, as the reference's funding
+    and budget-update scripts do: over limit exactly when debt exceeds the overdraft limit.
 
-    With no overdraft limit, debt surfaces as DEBT_OUTSTANDING rather than over-limit.
+    So debt left on a budget whose limit is set to 0 blocks new holds with
+    OVERDRAFT_LIMIT_EXCEEDED, and a funding that clears the debt clears the flag.
     """
-    budget.is_over_limit = 0 < budget.overdraft_limit < budget.debt
+    budget.is_over_limit = budget.debt > budget.overdraft_limit

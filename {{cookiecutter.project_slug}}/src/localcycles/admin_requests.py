@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MAX_INT64, invalid
-from .permissions import RUNTIME_PERMISSIONS
+from .permissions import RUNTIME_PERMISSIONS, unknown
 from .scopes import normalize_scope
 from .validation import POLICIES, UNITS, amount, caps, check_keys, choice, string
 from .wire import parse_iso_ms
@@ -23,8 +23,8 @@ Body = dict[str, Any]
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 FUNDING_OPERATIONS = ("CREDIT", "DEBIT", "RESET", "RESET_SPENT", "REPAY_DEBT")
-PERMISSION_PATTERN = re.compile(r"^[a-z_]+(?::[a-z_]+){0,2}$")
-MAX_PERMISSIONS = 32
+#: How long a key created through the admin API lives unless told (the reference's default).
+DEFAULT_KEY_LIFETIME_MS = 90 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -107,16 +107,15 @@ def whole_amount(value: object, what: str) -> int:
 
 
 def permissions(value: object) -> tuple[str, ...]:
+    """The reference's rules: absent is the default list; an empty list is allowed (such a
+    key may still use the runtime plane); any name outside the closed set is a 400."""
     if value is None:
         return RUNTIME_PERMISSIONS
-    if (
-        not isinstance(value, list)
-        or not 1 <= len(value) <= MAX_PERMISSIONS
-        or not all(isinstance(p, str) and PERMISSION_PATTERN.match(p) for p in value)
-    ):
-        raise invalid(
-            f"permissions must be a list of 1..{MAX_PERMISSIONS} names like 'balances:read'"
-        )
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise invalid("permissions must be a list of permission names like 'balances:read'")
+    bad = unknown(value)
+    if bad is not None:
+        raise invalid(f"Unrecognized permission: {bad[:64]}")
     return tuple(dict.fromkeys(value))
 
 
@@ -164,15 +163,27 @@ def api_key_spec(
     return ApiKeySpec(tenant_id(tenant), label, perms, secret(key), expires_at_ms)
 
 
-def api_key(body: Body) -> ApiKeySpec:
+def api_key(body: Body, now_ms: int) -> ApiKeySpec:
+    """POST /v1/admin/api-keys: ``name`` is required and the key expires
+    ``DEFAULT_KEY_LIFETIME_MS`` after ``now_ms`` unless ``expires_at`` says otherwise, as the
+    reference admin API has it."""
     check_keys(
         body,
-        ("tenant_id", "name", "description", "permissions", "key_secret", "expires_at", "metadata"),
-        ("tenant_id",),
+        (
+            "tenant_id",
+            "name",
+            "description",
+            "permissions",
+            "scope_filter",
+            "key_secret",
+            "expires_at",
+            "metadata",
+        ),
+        ("tenant_id", "name"),
         "api_key",
     )
     expires = body.get("expires_at")
-    expires_ms = None
+    expires_ms = now_ms + DEFAULT_KEY_LIFETIME_MS
     if expires is not None:
         try:
             if not isinstance(expires, str):
@@ -180,14 +191,27 @@ def api_key(body: Body) -> ApiKeySpec:
             expires_ms = parse_iso_ms(expires)
         except (ValueError, OverflowError, OSError):
             raise invalid("expires_at must be an ISO 8601 date-time") from None
+    if body.get("scope_filter") is not None:
+        # Accepted by the reference; keys here are scoped to their tenant only.
+        raise invalid("api_key.scope_filter is not supported by the embedded server")
+    string(body, "description", 1024, where="api_key")
     return ApiKeySpec(
         tenant_id(body["tenant_id"]),
-        string(body, "name", 256, where="api_key") or "default",
+        string(body, "name", 256, where="api_key", required=True) or "default",
         permissions(body.get("permissions")),
         # Local extension: a caller-chosen secret, so dev keys can be fixed in .env files.
         secret(body.get("key_secret")),
         expires_ms,
     )
+
+
+def key_validation(body: Body) -> str:
+    """POST /v1/auth/validate: the secret to look up (the reference's ``@NotBlank``)."""
+    check_keys(body, ("key_secret",), ("key_secret",), "auth_validate")
+    value = body["key_secret"]
+    if not isinstance(value, str) or not value.strip():
+        raise invalid("auth_validate.key_secret must be a non-blank string")
+    return value
 
 
 # ---------------------------------------------------------------------- budgets
@@ -250,10 +274,21 @@ def budget_create(body: Body, key_tenant: str | None) -> BudgetSpec:
         body.get("caps"),
         body.get("commit_overage_policy"),
     )
-    owner = key_tenant
-    if owner is None and body.get("tenant_id") is not None:
+    # The reference's contract: tenant_id in the body exactly when the admin key is used.
+    if key_tenant is None:
+        if body.get("tenant_id") is None:
+            raise invalid(
+                "tenant_id is required in the request body when using admin key authentication"
+            )
         owner = tenant_id(body["tenant_id"])
-    if owner is not None and owner != spec.tenant_id:
+    elif body.get("tenant_id") is not None:
+        raise invalid(
+            "tenant_id MUST NOT be set when using API key authentication "
+            "(tenant is inferred from the key)"
+        )
+    else:
+        owner = key_tenant
+    if owner != spec.tenant_id:
         raise invalid("scope must start with tenant:<tenant_id>")
     return spec
 

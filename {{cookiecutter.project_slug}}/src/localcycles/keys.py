@@ -24,6 +24,8 @@ Clock = Callable[[], int]
 
 #: How long an accepted key is trusted without looking it up again (ms).
 AUTH_CACHE_MS = 1000
+#: The reference's tenant statuses.
+TENANT_STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,15 @@ class KeyStore:
             ).fetchone()
         return _tenant(row), cur.rowcount == 1
 
+    def set_tenant_status(self, tenant_id: str, status: str) -> None:
+        """ACTIVE, SUSPENDED or CLOSED; a tenant that is not ACTIVE has its keys refused."""
+        if status not in TENANT_STATUSES:
+            raise ValueError(f"tenant status must be one of {', '.join(TENANT_STATUSES)}")
+        with self.db.write() as conn:
+            require_tenant(conn, tenant_id)
+            conn.execute("UPDATE tenants SET status = ? WHERE tenant_id = ?", (status, tenant_id))
+        self._auth_cache.clear()
+
     def list_tenants(self) -> list[Json]:
         with self.db.read() as conn:
             rows = conn.execute("SELECT * FROM tenants ORDER BY tenant_id").fetchall()
@@ -88,7 +99,9 @@ class KeyStore:
     ) -> str:
         """Register an API key for ``tenant_id`` and return the secret (generated if None).
 
-        Permissions default to ``RUNTIME_PERMISSIONS`` (no budget administration).
+        Permissions default to ``RUNTIME_PERMISSIONS`` (the reference's default list: no
+        budget administration). Unlike the admin API, this convenience sets no expiry unless
+        given one: the embedded ledger re-registers its own keys at every start.
         Re-registering a key for the same tenant re-activates it with the given permissions;
         the same key for another tenant is 409 DUPLICATE_RESOURCE.
         """
@@ -180,8 +193,15 @@ class KeyStore:
         return principal.tenant if principal else None
 
     def principal(self, secret: str) -> Principal | None:
-        """The accepted key's tenant and permissions, or None.
+        """The accepted key's tenant and permissions, or None (see ``check_key``)."""
+        found = self.check_key(secret)
+        return found if isinstance(found, Principal) else None
 
+    def check_key(self, secret: str) -> Principal | str:
+        """The accepted key's tenant and permissions, or why it is refused.
+
+        The reasons are the reference's: ``KEY_NOT_FOUND``, ``KEY_REVOKED``,
+        ``KEY_EXPIRED``, ``TENANT_NOT_FOUND``, ``TENANT_SUSPENDED``, ``TENANT_CLOSED``.
         Positive answers are cached for a second: a key lookup on every request costs more
         than the rest of a read, and keys are created far more often than changed. A cached
         key is not even hashed again.
@@ -190,20 +210,63 @@ class KeyStore:
         cached = self._auth_cache.get(secret)
         if cached is not None and cached[1] > now:
             return cached[0]
-        with self.db.read() as conn:
-            row = conn.execute(
-                "SELECT tenant_id, status, permissions, expires_at_ms FROM api_keys "
-                "WHERE key_hash = ?",
-                (hash_key(secret),),
-            ).fetchone()
-        if row is None or row["status"] != "ACTIVE":
-            return None
-        if row["expires_at_ms"] is not None and row["expires_at_ms"] <= now:
-            return None
+        row = self._key_row(secret)
+        refusal = _refusal(row, now)
+        if refusal is not None:
+            return refusal
         principal = Principal(str(row["tenant_id"]), frozenset(json.loads(row["permissions"])))
         valid_until = min(now + AUTH_CACHE_MS, row["expires_at_ms"] or now + AUTH_CACHE_MS)
         self._auth_cache[secret] = (principal, valid_until)
         return principal
+
+    def validate_key(self, secret: str) -> Json:
+        """The reference admin API's ApiKeyValidationResponse (``POST /v1/auth/validate``).
+
+        Always an answer, never an error: ``valid`` with the key's tenant, id, permissions
+        and expiry, or ``valid: false`` with the reason ``check_key`` gives (``tenant_id`` is
+        the key's tenant, or "" for an unknown key). Optional fields are omitted. Keys are
+        looked up by their hash, so the reference's INVALID_KEY (a known prefix with a wrong
+        secret) is KEY_NOT_FOUND here. Never cached: an operator asks about a key once.
+        """
+        row = self._key_row(secret)
+        refusal = _refusal(row, self.clock())
+        if row is None or refusal is not None:
+            tenant = str(row["tenant_id"]) if row is not None else ""
+            return {"valid": False, "tenant_id": tenant, "reason": refusal}
+        out: Json = {
+            "valid": True,
+            "tenant_id": row["tenant_id"],
+            "key_id": row["key_id"],
+            "permissions": json.loads(row["permissions"]),
+        }
+        if row["expires_at_ms"] is not None:
+            out["expires_at"] = wire.iso(row["expires_at_ms"])
+        return out
+
+    def _key_row(self, secret: str) -> Any:
+        """The key's row joined with its tenant's status, or None."""
+        with self.db.read() as conn:
+            return conn.execute(
+                "SELECT k.key_id, k.tenant_id, k.status, k.permissions, k.expires_at_ms, "
+                "t.status AS tenant_status FROM api_keys k "
+                "LEFT JOIN tenants t ON t.tenant_id = k.tenant_id WHERE k.key_hash = ?",
+                (hash_key(secret),),
+            ).fetchone()
+
+
+def _refusal(row: Any, now: int) -> str | None:
+    """Why the key of ``row`` is refused at ``now`` (the reference's order), or None."""
+    if row is None:
+        return "KEY_NOT_FOUND"
+    if row["status"] != "ACTIVE":
+        return f"KEY_{row['status']}"
+    if row["expires_at_ms"] is not None and row["expires_at_ms"] <= now:
+        return "KEY_EXPIRED"
+    if row["tenant_status"] is None:
+        return "TENANT_NOT_FOUND"
+    if row["tenant_status"] != "ACTIVE":
+        return f"TENANT_{row['tenant_status']}"
+    return None
 
 
 def _tenant(row: Any) -> Json:

@@ -27,6 +27,9 @@ from .retention import DAY_MS, DEFAULT_REPLAY_WINDOW_DAYS, prune
 Clock = Callable[[], int]
 
 MAX_EXTENSIONS = 10
+#: A reservation's TTL is capped here, silently (the reference's default
+#: ``max_reservation_ttl_ms``); requests may ask up to the spec's 86,400,000.
+MAX_RESERVATION_TTL_MS = 3_600_000
 #: How often (ledger clock) the background maintenance prunes.
 PRUNE_INTERVAL_MS = 60_000
 MAX_REPLAY_WINDOW_DAYS = 3650
@@ -49,6 +52,7 @@ class LocalLedger(KeyStore, BudgetAdmin, ReservationLifecycle, LedgerReads):
         *,
         clock: Clock | None = None,
         max_extensions: int = MAX_EXTENSIONS,
+        max_reservation_ttl_ms: int = MAX_RESERVATION_TTL_MS,
         replay_window_days: float = DEFAULT_REPLAY_WINDOW_DAYS,
     ) -> None:
         KeyStore.__init__(self)
@@ -57,6 +61,7 @@ class LocalLedger(KeyStore, BudgetAdmin, ReservationLifecycle, LedgerReads):
         self.path = self.db.path
         self.clock: Clock = clock or wall_clock_ms
         self.max_extensions = max_extensions
+        self.max_reservation_ttl_ms = max_reservation_ttl_ms
         self._next_prune_ms = 0
         # The server's background checkpoint thread runs this between checkpoints.
         self.db.maintenance = self.prune_if_due

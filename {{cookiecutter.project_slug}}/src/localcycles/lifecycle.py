@@ -39,6 +39,7 @@ class ReservationLifecycle:
     db: Database
     clock: Clock
     max_extensions: int
+    max_reservation_ttl_ms: int
 
     def reserve(self, tenant: str, req: ReserveRequest, body_hash: str) -> Json:
         """POST /v1/reservations (also dry_run)."""
@@ -48,7 +49,9 @@ class ReservationLifecycle:
         scopes = derive_scopes(req.subject)
         unit, estimate = req.estimate.unit, req.estimate.amount
         reservation_id = "rsv_" + uuid.uuid4().hex
-        expires = now + req.ttl_ms
+        # Capped, not refused, as the reference does with a TTL above the tenant's maximum.
+        ttl_ms = min(req.ttl_ms, self.max_reservation_ttl_ms)
+        expires = now + ttl_ms
         row = [
             reservation_id,
             tenant,
@@ -108,7 +111,7 @@ class ReservationLifecycle:
             remember(
                 conn, tenant, "reserve", req.idempotency_key, body_hash, result, now, reservation_id
             )
-        result["remaining_ttl_ms"] = req.ttl_ms
+        result["remaining_ttl_ms"] = ttl_ms
         return result
 
     def decide(self, tenant: str, req: ReserveRequest, body_hash: str) -> Json:
@@ -234,7 +237,12 @@ class ReservationLifecycle:
                 "WHERE reservation_id = ?",
                 (expires, reservation_id),
             )
-            result: Json = {"status": "ACTIVE", "expires_at_ms": expires}
+            budgets = load_budgets(conn, json.loads(row["budgeted_scopes"]), row["unit"])
+            result: Json = {
+                "status": "ACTIVE",
+                "expires_at_ms": expires,
+                "balances": [wire.balance(b) for b in budgets],
+            }
             remember(conn, tenant, endpoint, key, body_hash, result, now, reservation_id)
         return {**result, "remaining_ttl_ms": max(0, expires - now)}
 

@@ -1,17 +1,56 @@
-"""API key permissions: what each endpoint requires, as the reference servers name them.
+"""API key permissions, as the reference servers define and check them.
 
-A tenant API key may call an endpoint only if its permission list holds the permission the
-endpoint requires (403 FORBIDDEN otherwise); the admin key may call the admin endpoints.
-``admin:read`` / ``admin:write`` grant every ``*:read`` / ``*:write`` permission, the
-reference admin API's backward-compatible wildcards.
+Two planes, two rules (cycles-server and cycles-server-admin):
+
+* Runtime plane (reserve, commit, release, extend, list/get reservations, decide, events,
+  balances): the key must be valid (active, not expired, its tenant active) and is scoped to
+  its tenant, but no permission name is checked. A key with an empty list may do all of it.
+* Admin plane (``/v1/admin/budgets...`` under a tenant key): the key's list must hold the
+  permission the endpoint requires, else 403 ``INSUFFICIENT_PERMISSIONS``. ``admin:read`` /
+  ``admin:write`` satisfy any ``*:read`` / ``*:write`` (the reference's wildcards).
+
+Permission names are a closed set; creating a key with any other name is a 400.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
-#: What a runtime key gets when no list is given: everything a guarded call needs (reserve,
-#: commit, release, extend, list, balances, decide, events) and no budget administration.
+#: Every permission name the reference admin API accepts (its ``Permission`` enum).
+PERMISSIONS: frozenset[str] = frozenset(
+    {
+        "reservations:create",
+        "reservations:commit",
+        "reservations:release",
+        "reservations:extend",
+        "reservations:list",
+        "balances:read",
+        "budgets:read",
+        "budgets:write",
+        "policies:read",
+        "policies:write",
+        "webhooks:read",
+        "webhooks:write",
+        "events:read",
+        "admin:read",
+        "admin:write",
+        "admin:tenants:read",
+        "admin:tenants:write",
+        "admin:budgets:read",
+        "admin:budgets:write",
+        "admin:policies:read",
+        "admin:policies:write",
+        "admin:apikeys:read",
+        "admin:apikeys:write",
+        "admin:webhooks:read",
+        "admin:webhooks:write",
+        "admin:events:read",
+        "admin:audit:read",
+    }
+)
+
+#: What a key created without a list gets (the reference's default): the runtime's own
+#: names, and no budget administration.
 RUNTIME_PERMISSIONS: tuple[str, ...] = (
     "reservations:create",
     "reservations:commit",
@@ -19,22 +58,11 @@ RUNTIME_PERMISSIONS: tuple[str, ...] = (
     "reservations:extend",
     "reservations:list",
     "balances:read",
-    "decide",
-    "events:create",
 )
 
-#: (method, route) -> the permission a tenant API key needs. Routes are the server's
-#: patterns; ``{id}`` stands for a reservation id.
+#: (method, route) -> the permission a tenant key needs on the admin plane. Runtime routes
+#: are absent on purpose: the runtime server checks no permission names.
 REQUIRED: dict[tuple[str, str], str] = {
-    ("POST", "/v1/reservations"): "reservations:create",
-    ("GET", "/v1/reservations"): "reservations:list",
-    ("GET", "/v1/reservations/{id}"): "reservations:list",
-    ("POST", "/v1/reservations/{id}/commit"): "reservations:commit",
-    ("POST", "/v1/reservations/{id}/release"): "reservations:release",
-    ("POST", "/v1/reservations/{id}/extend"): "reservations:extend",
-    ("POST", "/v1/decide"): "decide",
-    ("GET", "/v1/balances"): "balances:read",
-    ("POST", "/v1/events"): "events:create",
     ("POST", "/v1/admin/budgets"): "budgets:write",
     ("POST", "/v1/admin/budgets/fund"): "budgets:write",
     ("GET", "/v1/admin/budgets"): "budgets:read",
@@ -46,3 +74,8 @@ def allows(granted: Collection[str], required: str) -> bool:
         return True
     family = required.rpartition(":")[2]
     return family in ("read", "write") and f"admin:{family}" in granted
+
+
+def unknown(names: Iterable[str]) -> str | None:
+    """The first name that is not a known permission, or None."""
+    return next((name for name in names if name not in PERMISSIONS), None)

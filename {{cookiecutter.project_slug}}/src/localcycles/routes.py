@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, unquote
 
 from . import admin_requests, queries, validation
 from .errors import LedgerError, forbidden, invalid, unauthorized
+from .keys import Principal
 from .ledger import LocalLedger
 from .permissions import REQUIRED, allows
 from .rows import payload_hash
@@ -44,6 +45,11 @@ class Auth(Enum):
     TENANT = "a tenant API key"
     EITHER = "a tenant API key or the admin key"
     ADMIN = "the admin key"
+    PUBLIC = "anyone"
+
+
+#: The reference runtime server's public health probes (no credentials).
+HEALTH_ROUTES = ("/healthz", "/actuator/health/liveness", "/actuator/health/readiness")
 
 
 #: ``tenant`` is the caller's tenant, None under the admin key.
@@ -81,7 +87,7 @@ class Api:
             "/v1/decide": {"POST": (self.decide, Auth.TENANT)},
             "/v1/balances": {"GET": (self.balances, Auth.TENANT)},
             "/v1/events": {"POST": (self.event, Auth.TENANT)},
-            "/healthz": {"GET": (self.health, Auth.EITHER)},
+            **{route: {"GET": (self.health, Auth.PUBLIC)} for route in HEALTH_ROUTES},
             "/v1/admin/tenants": {
                 "POST": (self.create_tenant, Auth.ADMIN),
                 "GET": (self.list_tenants, Auth.ADMIN),
@@ -93,6 +99,7 @@ class Api:
                 "PATCH": (self.update_budget, Auth.ADMIN),
             },
             "/v1/admin/budgets/fund": {"POST": (self.fund, Auth.EITHER)},
+            "/v1/auth/validate": {"POST": (self.validate_key, Auth.ADMIN)},
         }
 
     # ------------------------------------------------------------------ dispatch
@@ -108,7 +115,7 @@ class Api:
                 headers={"Allow": ", ".join(sorted(methods))},
             )
         handler, auth = methods[req.method]
-        if route == "/healthz":
+        if auth is Auth.PUBLIC:
             return handler(req, None, args)
         tenant = self._authorize(req, route, auth)
         return handler(req, tenant, args)
@@ -128,36 +135,46 @@ class Api:
 
     # ------------------------------------------------------------------ auth
 
-    def _is_admin(self, req: Request) -> bool:
-        given = req.headers.get("x-admin-api-key")
-        return bool(
-            self.admin_key
-            and given
-            and hmac.compare_digest(given.encode(), self.admin_key.encode())
-        )
+    def _admin(self, req: Request) -> None:
+        """Accept the admin key or answer 401 (the reference's messages)."""
+        given = (req.headers.get("x-admin-api-key") or "").strip()
+        if not given:
+            raise unauthorized("Missing X-Admin-API-Key header")
+        if not self.admin_key:
+            raise unauthorized("Invalid admin API key (this server was started without one)")
+        if not hmac.compare_digest(given.encode(), self.admin_key.encode()):
+            raise unauthorized("Invalid admin API key")
 
     def _authorize(self, req: Request, route: str, auth: Auth) -> str | None:
         """The calling tenant (None for the admin key), or 401/403.
 
-        A tenant API key must hold the permission the endpoint requires (``permissions``).
+        As the reference servers do: on a dual-auth endpoint an admin key header means admin
+        authentication (a wrong one is 401, never a fall-back to the tenant key). A tenant
+        key on the runtime plane is checked for validity only: unknown, revoked or expired
+        is 401 naming the reason. On the admin plane a refused key is 403 ``FORBIDDEN`` and a
+        valid one lacking the endpoint's permission 403 ``INSUFFICIENT_PERMISSIONS``.
         """
-        if auth is Auth.ADMIN:
-            if self._is_admin(req):
-                return None
-            hint = "" if self.admin_key else " (this server was started without an admin key)"
-            raise unauthorized("Missing or invalid X-Admin-API-Key" + hint)
-        key = req.headers.get("x-cycles-api-key")
-        if key:
-            principal = self.ledger.principal(key)
-            if principal is None:
-                raise unauthorized("Missing or invalid X-Cycles-API-Key")
-            required = REQUIRED[(req.method, route)]
-            if not allows(principal.permissions, required):
-                raise forbidden(f"API key lacks required permission: {required}")
-            return principal.tenant
-        if auth is Auth.EITHER and self._is_admin(req):
+        if auth is Auth.ADMIN or (
+            auth is Auth.EITHER and (req.headers.get("x-admin-api-key") or "").strip()
+        ):
+            self._admin(req)
             return None
-        raise unauthorized("Missing or invalid X-Cycles-API-Key")
+        key = (req.headers.get("x-cycles-api-key") or "").strip()
+        if not key:
+            raise unauthorized("Missing X-Cycles-API-Key header")
+        found = self.ledger.check_key(key)
+        required = REQUIRED.get((req.method, route))
+        if required is None:  # runtime plane
+            if not isinstance(found, Principal):
+                raise unauthorized(found)
+            return found.tenant
+        if not isinstance(found, Principal):
+            raise forbidden(f"Invalid API key: {found}")
+        if not allows(found.permissions, required):
+            raise LedgerError(
+                403, "INSUFFICIENT_PERMISSIONS", f"API key lacks required permission: {required}"
+            )
+        return found.tenant
 
     @staticmethod
     def _tenant_key(tenant: str | None) -> str:
@@ -263,8 +280,12 @@ class Api:
         return Response(200, {"tenants": self.ledger.list_tenants(), "has_more": False})
 
     def create_api_key(self, req: Request, tenant: str | None, args: list[str]) -> Response:
-        spec = admin_requests.api_key(parse_json(req.body))
+        spec = admin_requests.api_key(parse_json(req.body), self.ledger.clock())
         return Response(201, self.ledger.issue_api_key(spec))
+
+    def validate_key(self, req: Request, tenant: str | None, args: list[str]) -> Response:
+        secret = admin_requests.key_validation(parse_json(req.body))
+        return Response(200, self.ledger.validate_key(secret))
 
     def create_budget(self, req: Request, tenant: str | None, args: list[str]) -> Response:
         spec = admin_requests.budget_create(parse_json(req.body), tenant)

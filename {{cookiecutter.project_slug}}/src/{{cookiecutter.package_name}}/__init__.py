@@ -8,19 +8,19 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import api, bodies, cli, cycles_clients, errors, metrics, request_log, state
-from .config import Settings
+from . import api, bodies, cli, cycles_clients, errors, metrics, request_log, settings_source, state
 from .llm import build_provider
 
 
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     """Build the application: the one place where settings, extensions and routes meet.
 
-    ``overrides`` take precedence over the process environment and use the same variable
-    names (``{"APP_ENV": "testing", ...}``), so tests configure the app as a deployment does.
+    ``overrides`` take precedence over the process environment and ``.env``
+    (settings_source.py) and use the same variable names (``{"APP_ENV": "testing", ...}``),
+    so tests configure the app as a deployment does.
     """
     app = Flask(__name__, instance_relative_config=True)
-    settings = Settings.from_env({**os.environ, **(overrides or {})}, Path(app.instance_path))
+    settings = settings_source.load(Path(app.instance_path), overrides)
     app.extensions[state.SETTINGS] = settings
     app.config["TESTING"] = settings.app_env == "testing"
     app.config["MAX_CONTENT_LENGTH"] = bodies.max_body_bytes(settings)

@@ -20,9 +20,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel
 
-from . import callers, openapi, state
+from . import callers, key_expiry, openapi, state
 from .bodies import validate
 from .config import Settings
+from .cycles_errors import may_fail_open
 from .errors import ApiError, error_response
 from .guard import GuardedCall, GuardedCompletion, LlmCall, guarded
 from .models import (
@@ -64,20 +65,30 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Readiness: Cycles answers a cheap call (one tenant's balances) within its timeouts.
+    """Readiness: Cycles answers a cheap call (one tenant's balances) within its timeouts,
+    and no runtime key has ended.
 
-    503 when it does not, unless ``CYCLES_FAIL_OPEN`` serves without Cycles ("degraded").
+    503 when Cycles does not answer, unless ``CYCLES_FAIL_OPEN`` serves without it
+    ("degraded"); 503 when Cycles refuses the app's key or a key's recorded expiry has
+    passed (fail-open never serves past a refused key). A key that ends within
+    ``CYCLES_KEY_WARN_DAYS`` adds a ``warning``: still ready. The expiry comes from the
+    settings (key_expiry.py): a probe makes one runtime call and no admin call.
     """
     settings = state.settings()
+    keys = key_expiry.check(settings, state.now())
+    if keys.expired:
+        return error_response(503, "not_ready", " ".join(keys.expired))
     try:
         state.cycles().balances(settings.tenants[0])
     except ApiError as error:
         if error.error == "rate_limited":
-            return model_response(ReadyResponse())  # it answered: it is up, just busy
-        if settings.cycles_fail_open:
-            return model_response(ReadyResponse(status="degraded"))
-        return error_response(503, "not_ready", f"Cycles is not answering ({error.error}).")
-    return model_response(ReadyResponse())
+            # It answered: it is up, just busy.
+            return model_response(ReadyResponse(warning=keys.warning))
+        if settings.cycles_fail_open and may_fail_open(error):
+            return model_response(ReadyResponse(status="degraded", warning=keys.warning))
+        what = "is not answering" if may_fail_open(error) else "refuses the app's calls"
+        return error_response(503, "not_ready", f"Cycles {what} ({error.error}).")
+    return model_response(ReadyResponse(warning=keys.warning))
 
 
 @bp.get("/openapi.json")

@@ -3,7 +3,9 @@
 Provisioning goes through the Cycles admin API (admin_api.py), so the same commands set up
 the embedded development ledger and a real Cycles stack. Where an app tenant's budget lives
 is the app's own answer (cycles_tenancy.py), and balances are read by the app's own code
-with its own runtime keys: what the app sees.
+with its own runtime keys: what the app sees. Runtime keys end (key_expiry.py): provision
+gives each an explicit lifetime, records its end, and rotates one that is near it;
+``check-keys`` tells how long each has left.
 """
 
 from __future__ import annotations
@@ -13,19 +15,30 @@ import secrets
 {% endif -%}
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import cycles_clients, cycles_tenancy, state
-from .admin_api import Endpoint, create_api_key, create_budget, create_tenant, key_works
+from . import cycles_clients, cycles_tenancy, key_expiry, state
+from .admin_api import (
+    Endpoint,
+    RuntimeKey,
+    create_api_key,
+    create_budget,
+    create_tenant,
+    fund_budget,
+    key_prefix,
+    key_works,
+    validate_key,
+)
 from .config import TENANT_ID_RE, TENANT_ID_RULE{% if cookiecutter.tenant_auth == "api_key" %}, hash_api_key{% endif %}
 from .embedded_ledger import EmbeddedCycles
 from .errors import ApiError
-from .keys_file import read_keys_file, recorded_keys, write_keys_file
-from .pricing import UNIT, format_usd, usd_to_microcents
+from .keys_file import read_keys_file, recorded_expiries, recorded_keys, write_keys_file
+from .pricing import format_usd, usd_to_microcents
 
 cycles = AppGroup("cycles", help="Provision Cycles tenants, keys and budgets; show balances.")
 {%- if cookiecutter.tenant_auth == "api_key" %}
@@ -139,16 +152,65 @@ def app_keys(app: Flask) -> list[str]:
     return found
 
 
-def existing_key(app: Flask, cycles_tenant: str, recorded: Mapping[str, str]) -> str | None:
-    """A runtime key of ``cycles_tenant`` that exists already: the keys file's or the app's
-    own, if the Cycles server takes it (with no server to ask, the keys file's)."""
+@dataclass(frozen=True)
+class Recorded:
+    """What a keys file holds: runtime keys and their expiries, by Cycles tenant."""
+
+    keys: Mapping[str, str]
+    expiries: Mapping[str, datetime]
+
+
+def key_candidates(
+    app: Flask, cycles_tenant: str, recorded: Recorded, *, with_app_keys: bool
+) -> list[tuple[str, datetime | None]]:
+    """Keys that may be ``cycles_tenant``'s, best first, with the expiry recorded for each:
+    the keys file's, then (``with_app_keys``) the app's own as its settings record it, then
+    any other."""
+    settings = state.settings(app)
+    ranked = [(recorded.keys.get(cycles_tenant), recorded.expiries.get(cycles_tenant))]
+    if with_app_keys:
+        # The app's own key of that Cycles tenant, in either isolation mode (the settings
+        # of the other mode are empty); in development it may have none.
+        own = settings.cycles_tenant_api_keys.get(cycles_tenant) or (
+            settings.cycles_api_key if cycles_tenant == settings.cycles_tenant else None
+        )
+        ranked.append((own, settings.cycles_key_expires_at.get(cycles_tenant)))
+    others = [*recorded.keys.values(), *(app_keys(app) if with_app_keys else [])]
+    found: dict[str, datetime | None] = {}
+    for key, expires_at in [*ranked, *((key, None) for key in others)]:
+        if key:
+            found[key] = found.get(key) or expires_at
+    return list(found.items())
+
+
+def existing_key(
+    app: Flask, admin: Endpoint, cycles_tenant: str, recorded: Recorded
+) -> RuntimeKey | None:
+    """A runtime key of ``cycles_tenant`` that works already, and when it ends.
+
+    The admin API says whether a key is valid, whose it is and when it ends (the reference's
+    ``POST /v1/auth/validate``). An admin API without it: a runtime call tells whether the
+    key works and the recorded expiry is taken; with no runtime server to ask either (the
+    compose bootstrap), the keys file's key is taken on trust. The app's own keys are
+    candidates only where they are the admin server's (not the bootstrap's embedded
+    ledger's: the reference would log each as a failed authentication).
+    """
     url = key_check_url(app)
-    if url is None:
-        return recorded.get(cycles_tenant)
-    candidates = [recorded.get(cycles_tenant, ""), *recorded.values(), *app_keys(app)]
-    for key in dict.fromkeys(key for key in candidates if key):
-        if key_works(url, key, cycles_tenant):
-            return key
+    candidates = key_candidates(app, cycles_tenant, recorded, with_app_keys=url is not None)
+    admin_knows = True  # until the admin API turns out not to have the lookup
+    for position, (key, recorded_expiry) in enumerate(candidates):
+        status = validate_key(admin, key) if admin_knows else None
+        if status is not None:
+            if status.valid and status.tenant_id == cycles_tenant:
+                return RuntimeKey(key, status.expires_at)
+            continue
+        admin_knows = False
+        if url is None:
+            trusted = position == 0 and recorded.keys.get(cycles_tenant) == key
+        else:
+            trusted = key_works(url, key, cycles_tenant)
+        if trusted:
+            return RuntimeKey(key, recorded_expiry)
     return None
 
 
@@ -156,21 +218,36 @@ def existing_key(app: Flask, cycles_tenant: str, recorded: Mapping[str, str]) ->
 
 
 def runtime_key(
-    app: Flask, admin: Endpoint, cycles_tenant: str, recorded: Mapping[str, str], rotate: bool
-) -> str:
-    """``cycles_tenant``'s runtime key: an existing one reused, else (or if rotating) new."""
-    existing = None if rotate else existing_key(app, cycles_tenant, recorded)
-    if existing is not None:
-        click.echo(f"api key for {cycles_tenant}: exists (reused)")
-        return existing
-    key = create_api_key(admin, cycles_tenant, state.settings(app).cycles_app)
-    if rotate:
+    app: Flask, admin: Endpoint, cycles_tenant: str, recorded: Recorded, rotate: bool
+) -> RuntimeKey:
+    """``cycles_tenant``'s runtime key: a working one reused, else new. A key within
+    CYCLES_KEY_WARN_DAYS of its end is rotated, and --rotate-keys rotates any."""
+    settings, now = state.settings(app), state.now(app)
+    label = f"api key for {cycles_tenant}"
+    found = None if rotate else existing_key(app, admin, cycles_tenant, recorded)
+    due = found is not None and key_expiry.is_due(
+        found.expires_at, now, settings.cycles_key_warn_days
+    )
+    if found is not None and not due:
+        ends = key_expiry.describe(found.expires_at, now)
+        click.echo(f"{label}: exists (reused) {key_prefix(found.secret)} {ends}")
+        return found
+    expires_at = key_expiry.expiry_after(now, settings.cycles_key_ttl_days)
+    key = create_api_key(admin, cycles_tenant, settings.cycles_app, expires_at)
+    created = f"created {key_prefix(key.secret)} {key_expiry.describe(key.expires_at, now)}"
+    if found is not None:
+        old = f"{key_prefix(found.secret)} {key_expiry.describe(found.expires_at, now)}"
         click.echo(
-            f"api key for {cycles_tenant}: rotated: created {key[:8]}...; the previous key "
-            "keeps working until you revoke it in the Cycles admin API"
+            f"{label}: {old}, within CYCLES_KEY_WARN_DAYS={settings.cycles_key_warn_days}: "
+            f"rotated: {created}; the previous key works until it expires"
+        )
+    elif rotate:
+        click.echo(
+            f"{label}: rotated: {created}; the previous key keeps working until it expires "
+            "or you revoke it in the Cycles admin API"
         )
     else:
-        click.echo(f"api key for {cycles_tenant}: created {key[:8]}...")
+        click.echo(f"{label}: {created}")
     return key
 
 
@@ -200,18 +277,21 @@ def provision(
     tenant of the app).
 
     Safe to re-run: existing tenants, budgets (and their spend) are kept, and so is any
-    runtime key that still works (from --keys-file or the app's settings); --rotate-keys
-    makes new ones. Prints the settings that give the app its keys, or writes them to
-    --keys-file.
+    runtime key that still works (from --keys-file or the app's settings) unless it ends
+    within CYCLES_KEY_WARN_DAYS: that one is rotated; --rotate-keys rotates every key. New
+    keys live CYCLES_KEY_TTL_DAYS. Prints the settings that give the app its keys and their
+    expiry (CYCLES_KEY_EXPIRES_AT), or writes them to --keys-file.
     """
     app = current_app
     microcents = dollars(budget_usd)
     names = [check_tenant_id(name) for name in tenant_ids] or list(state.settings(app).tenants)
     admin = admin_endpoint(app)
     known = read_keys_file(keys_file) if keys_file else {}
-    recorded = recorded_keys(known)
+    recorded = Recorded(
+        recorded_keys(known), recorded_expiries(known, keys_file) if keys_file else {}
+    )
     homes = [budget_home(app, name) for name in names]
-    keys: dict[str, str] = {}
+    keys: dict[str, RuntimeKey] = {}
     for home in homes:
         if home.cycles_tenant not in keys:
             create_tenant(admin, home.cycles_tenant)
@@ -221,7 +301,15 @@ def provision(
     for home in homes:
         create_budget(admin, home.cycles_tenant, home.scope, microcents)
     # Keys of tenants not provisioned this time stay in the file as they were.
-    values = cycles_tenancy.key_settings(state.settings(app), {**recorded, **keys})
+    secrets_by_tenant = {tenant: key.secret for tenant, key in keys.items()}
+    values = cycles_tenancy.key_settings(
+        state.settings(app), {**recorded.keys, **secrets_by_tenant}
+    )
+    # A key whose end is unknown drops its tenant's entry: never a stale one of another key.
+    ends = {**recorded.expiries, **{tenant: key.expires_at for tenant, key in keys.items()}}
+    expiries = {tenant: end for tenant, end in ends.items() if end is not None}
+    if expiries or "CYCLES_KEY_EXPIRES_AT" in known:
+        values["CYCLES_KEY_EXPIRES_AT"] = key_expiry.encode(expiries)
     if keys_file:
         write_keys_file(keys_file, {**known, **values})
         click.echo(f"settings written to {keys_file}")
@@ -229,6 +317,9 @@ def provision(
         click.echo("\nThe app's environment needs (keep it secret):")
         for name, value in values.items():
             click.echo(f"{name}={value}")
+
+
+MAX_REASON_CHARS = 512
 
 
 @cycles.command("fund", short_help="Add US dollars to a tenant's budget.")
@@ -239,17 +330,12 @@ def fund(tenant: str, usd: str, reason: str) -> None:
     """Add USD (more than 0, like 10.00) to TENANT's budget: a CREDIT funding operation."""
     app = current_app
     microcents = dollars(usd, positive=True)
+    if len(reason) > MAX_REASON_CHARS:  # the admin API's limit (BudgetFundingRequest)
+        raise click.BadParameter(
+            f"at most {MAX_REASON_CHARS} characters (got {len(reason)})", param_hint="--reason"
+        )
     home = budget_home(app, check_tenant_id(tenant))
-    _, result = admin_endpoint(app).call(
-        "POST",
-        "/v1/admin/budgets/fund",
-        params={"tenant_id": home.cycles_tenant, "scope": home.scope, "unit": UNIT},
-        body={
-            "operation": "CREDIT",
-            "amount": {"amount": microcents, "unit": UNIT},
-            "reason": reason,
-        },
-    )
+    result = fund_budget(admin_endpoint(app), home.cycles_tenant, home.scope, microcents, reason)
     remaining = result.get("new_remaining")
     amount = remaining.get("amount") if isinstance(remaining, dict) else None
     shown = format_usd(amount) if isinstance(amount, int) else "unknown"
@@ -293,6 +379,31 @@ def balances(tenant: str | None) -> None:
         raise click.ClickException("no budgets found (create them with `flask cycles provision`)")
     header = ["TENANT", "SCOPE", *(c.upper() for c in BALANCE_COLUMNS)]
     click.echo(render_table(header, rows))
+    keys = key_expiry.check(state.settings(app), state.now(app))
+    for problem in (*keys.expired, *keys.expiring):
+        click.echo(f"Warning: {problem}", err=True)
+
+
+@cycles.command("check-keys", short_help="Show when the app's Cycles API keys end.")
+def check_keys() -> None:
+    """Show when each Cycles runtime key of the app ends, as CYCLES_KEY_EXPIRES_AT records it
+    (`flask cycles provision` writes it); exit 1 when a key has ended or ends within
+    CYCLES_KEY_WARN_DAYS days."""
+    app = current_app
+    settings, now = state.settings(app), state.now(app)
+    for cycles_tenant in dict.fromkeys(
+        cycles_tenancy.cycles_tenant(settings, tenant) for tenant in settings.tenants
+    ):
+        expires_at = settings.cycles_key_expires_at.get(cycles_tenant)
+        shown = (
+            key_expiry.describe(expires_at, now)
+            if expires_at is not None
+            else "expiry not recorded (CYCLES_KEY_EXPIRES_AT)"
+        )
+        click.echo(f"api key for {cycles_tenant}: {shown}")
+    found = key_expiry.check(settings, now)
+    if found.expired or found.expiring:
+        raise click.ClickException(" ".join((*found.expired, *found.expiring)))
 {%- if cookiecutter.tenant_auth == "api_key" %}
 
 

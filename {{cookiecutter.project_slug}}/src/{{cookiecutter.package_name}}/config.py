@@ -14,10 +14,13 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import click
+
+from .llm import prices
 
 AppEnv = Literal["development", "testing", "production"]
 CyclesMode = Literal["enforce", "shadow"]
@@ -27,15 +30,18 @@ LogFormat = Literal["json", "text"]
 # cycles_tenancy.py); these are only defaults of settings.
 DEFAULT_LLM_PROVIDER = "{{ cookiecutter.llm_provider }}"
 DEFAULT_CYCLES_APP = "{{ cookiecutter.cycles_app }}"
-# The offline fake is always available beside the provider chosen at generation.
+# The offline fake is always available beside the provider chosen at generation, which is
+# the default in production only (development and tests use the fake unless told).
 LLM_PROVIDERS = tuple(dict.fromkeys(("fake", DEFAULT_LLM_PROVIDER)))
 
 # Tenant ids end up in Cycles scopes (lower-cased there), URLs and logs: keep them plain,
-# and lowercase only so that "Acme" and "acme" can never share one budget. The character
-# set and length are what Cycles admin servers accept for a tenant id, so one id works in
-# both isolation modes. This is the app's only tenant-id rule (callers.py and cli.py use it).
-TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-TENANT_ID_RULE = "1-64 lowercase letters, digits or '-', starting with a letter or digit"
+# and lowercase only so that "Acme" and "acme" can never share one budget. The reference
+# admin server takes a tenant id of 3-64 of [a-z0-9-] (TenantCreateRequest) and a scope id
+# that starts and ends with a letter or digit (ScopeValidator): an id that meets both works
+# as a Cycles tenant and as a workspace, in both isolation modes. This is the app's only
+# tenant-id rule (callers.py and cli.py use it).
+TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
+TENANT_ID_RULE = "3-64 lowercase letters, digits or '-', starting and ending with a letter or digit"
 # A Cycles subject field (CYCLES_APP): the protocol allows [a-zA-Z0-9_.-], at most 128
 # characters, because ':' and '/' delimit scope paths ("x/workflow:y" would forge a deeper
 # scope). Lowercase only, as for tenants: Cycles lower-cases scope values.
@@ -51,11 +57,15 @@ SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
 URL_RE = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[\w.-]+)(:\d{1,5})?(/[^\s?#@]*)?", re.ASCII)
 URL_RULE = "http(s)://host[:port][/path] without user:password@, query or fragment"
 
-# runcycles bounds one whole Cycles call (create, extend, commit) by the connect and read
-# timeouts plus a fixed 5 s for its write and pool phases, and keeps at least 1 s of margin
+# One whole Cycles call (create, extend, commit) ends within the connect and read timeouts
+# plus a fixed 5 s (cycles_transport.py holds every call to exactly this deadline, which
+# runcycles' per-read timeouts alone do not); runcycles keeps at least 1 s of margin
 # before a hold's expiry when it plans an extension. A hold must outlive the reserve call,
 # the longest provider call and the commit call with that margin to spare.
 CYCLES_FIXED_PHASES_S = 5.0
+# The reference Cycles server cuts a longer requested TTL to its max_reservation_ttl_ms
+# (one hour by default) without saying so: a longer setting would only look safe.
+CYCLES_MAX_RESERVATION_TTL_MS = 3_600_000
 CYCLES_SAFETY_MARGIN_MS = 1_000
 
 
@@ -80,6 +90,14 @@ DEV_OPERATOR_TENANT = "operator"
 def dev_caller_key(tenant: str) -> str:
     """The development API key a caller presents for ``tenant`` (never used in production)."""
     return f"dev-key-{tenant}"
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date-time with its UTC offset (``2027-03-02T10:00:00Z``), in UTC."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return value.astimezone(UTC)
 
 
 def hash_api_key(key: str) -> str:
@@ -126,6 +144,12 @@ class Settings:
     cycles_journal_dir: Path
     cycles_admin_url: str | None
     cycles_admin_api_key: str | None = field(repr=False)
+    # Runtime keys (key_expiry.py): the lifetime `flask cycles provision` gives a new key,
+    # how many days before its end to warn and rotate, and when each Cycles tenant's key
+    # ends (recorded by provision beside the keys).
+    cycles_key_ttl_days: int
+    cycles_key_warn_days: int
+    cycles_key_expires_at: Mapping[str, datetime]
     # Embedded ledger (development and tests only)
     cycles_local_db: Path
     cycles_local_port: int
@@ -138,11 +162,15 @@ class Settings:
     # LLM
     llm_provider: str
     llm_model: str
+    llm_prices: prices.ModelPrices  # the running model's (llm/prices.py)
     llm_api_key: str | None = field(repr=False)
     llm_timeout: float
     max_prompt_chars: int
     default_max_tokens: int
     max_tokens_limit: int
+    # Streams: how long one write may wait on a client that stopped reading before the
+    # stream is ended and charged for what it produced (heartbeat.py)
+    stream_write_timeout: float
     # Observability (metrics.py, request_log.py)
     metrics_token: str | None = field(repr=False)  # GET /metrics needs it as a bearer token
     log_format: LogFormat  # request log lines: json (production default) or text
@@ -156,15 +184,6 @@ class Settings:
     def from_env(cls, env: Mapping[str, str], instance_path: Path) -> Settings:
         """The settings in ``env``, or a :class:`ConfigError` listing every problem."""
         return _Reader(env, instance_path).settings()
-
-
-def check_environment(env: Mapping[str, str]) -> None:
-    """Raise :class:`ConfigError` listing every problem of the settings in ``env``.
-
-    For processes that check before they build the app (gunicorn's master): nothing is
-    started and no path is touched.
-    """
-    Settings.from_env(env, Path("instance"))
 
 
 T = TypeVar("T")
@@ -323,6 +342,8 @@ class _Reader:
             self.cycles_credentials(tenant_api_keys, callers)
 
         provider, llm_api_key = self.llm(production)
+        llm_model = self.raw("LLM_MODEL") or prices.MODEL
+        llm_prices = self.llm_prices(llm_model)
         default_max_tokens = self.integer("DEFAULT_MAX_TOKENS", "512", 1, 1_000_000)
         max_tokens_limit = self.integer("MAX_TOKENS_LIMIT", "4096", 1, 1_000_000)
         limits_fine = self.fine("DEFAULT_MAX_TOKENS", "MAX_TOKENS_LIMIT")
@@ -353,8 +374,10 @@ class _Reader:
         cycles_fail_open = self.flag("CYCLES_FAIL_OPEN", False)
         deny_cache_ms = self.integer("CYCLES_DENY_CACHE_MS", "1000", 0, 60_000)
         admin_url = self.url("CYCLES_ADMIN_URL")
+        key_ttl_days, key_warn_days, key_expires_at = self.key_lifetimes()
         local_port = self.integer("CYCLES_LOCAL_PORT", "0", 0, 65_535)
         max_prompt_chars = self.integer("MAX_PROMPT_CHARS", "20000", 1, 10_000_000)
+        stream_write_timeout = self.number("STREAM_WRITE_TIMEOUT", "30", 0.1, 3600)
         replay_days = self.number("CYCLES_LOCAL_REPLAY_DAYS", "7", 0.001, 3650)
         log_format = self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text"))
         multiproc_dir = self.raw("PROMETHEUS_MULTIPROC_DIR")
@@ -381,6 +404,9 @@ class _Reader:
             ),
             cycles_admin_url=admin_url,
             cycles_admin_api_key=self.raw("CYCLES_ADMIN_API_KEY"),
+            cycles_key_ttl_days=key_ttl_days,
+            cycles_key_warn_days=key_warn_days,
+            cycles_key_expires_at=key_expires_at,
             cycles_local_db=Path(self.raw("CYCLES_LOCAL_DB") or instance / "cycles-ledger.sqlite3"),
             cycles_local_port=local_port,
             cycles_local_force=force_local,
@@ -389,12 +415,14 @@ class _Reader:
             tenant_key_hashes=callers.key_hashes,
             tenants=callers.tenants,
             llm_provider=provider,
-            llm_model=self.raw("LLM_MODEL") or "{{ cookiecutter.model }}",
+            llm_model=llm_model,
+            llm_prices=llm_prices,
             llm_api_key=llm_api_key,
             llm_timeout=llm_timeout,
             max_prompt_chars=max_prompt_chars,
             default_max_tokens=default_max_tokens,
             max_tokens_limit=max_tokens_limit,
+            stream_write_timeout=stream_write_timeout,
             metrics_token=self.raw("METRICS_TOKEN"),
             log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
             prometheus_multiproc_dir=Path(multiproc_dir) if multiproc_dir else None,
@@ -415,7 +443,9 @@ class _Reader:
         connect_timeout = self.number("CYCLES_CONNECT_TIMEOUT", "2", 0.01, 60)
         read_timeout = self.number("CYCLES_READ_TIMEOUT", "5", 0.01, 300)
         llm_timeout = self.number("LLM_TIMEOUT", "30", 0.1, 600)
-        ttl_ms = self.integer("CYCLES_RESERVATION_TTL_MS", "60000", 1_000, 86_400_000)
+        ttl_ms = self.integer(
+            "CYCLES_RESERVATION_TTL_MS", "60000", 1_000, CYCLES_MAX_RESERVATION_TTL_MS
+        )
         needed_ttl_ms = minimum_reservation_ttl_ms(llm_timeout, connect_timeout, read_timeout)
         involved = (
             "CYCLES_CONNECT_TIMEOUT",
@@ -435,18 +465,72 @@ class _Reader:
             )
         return connect_timeout, read_timeout, llm_timeout, ttl_ms
 
+    def key_lifetimes(self) -> tuple[int, int, dict[str, datetime]]:
+        """How long new runtime keys live, when to warn, and when the current ones end.
+
+        The reference admin server ends a key 90 days after creation unless told otherwise;
+        provisioning always tells it (CYCLES_KEY_TTL_DAYS). A warning window as long as the
+        lifetime would make every new key due for rotation at once.
+        """
+        ttl_days = self.integer("CYCLES_KEY_TTL_DAYS", "90", 1, 3650)
+        warn_days = self.integer("CYCLES_KEY_WARN_DAYS", "14", 0, 365)
+        if self.fine("CYCLES_KEY_TTL_DAYS", "CYCLES_KEY_WARN_DAYS") and warn_days >= ttl_days:
+            self.note(
+                "CYCLES_KEY_WARN_DAYS",
+                f"CYCLES_KEY_WARN_DAYS={warn_days} must be less than "
+                f"CYCLES_KEY_TTL_DAYS={ttl_days}: every new key would be due for rotation",
+            )
+
+        def instant(text: str) -> bool:
+            try:
+                parse_instant(text)
+            except ValueError:
+                return False
+            return True
+
+        recorded = self.pairs(
+            "CYCLES_KEY_EXPIRES_AT", "date-time (ISO 8601, like 2027-03-02T10:00:00Z)", instant
+        )
+        return ttl_days, warn_days, {t: parse_instant(v) for t, v in recorded.items()}
+
     def llm(self, production: bool) -> tuple[str, str | None]:
-        """The provider to use and its API key (never quoted: only the variable's name)."""
-        provider = self.choice("LLM_PROVIDER", DEFAULT_LLM_PROVIDER, LLM_PROVIDERS)
+        """The provider to use and its API key (never quoted: only the variable's name).
+
+        Production calls the provider chosen at generation unless LLM_PROVIDER names
+        another; development and tests use the offline fake unless LLM_PROVIDER names a
+        provider, so a key exported in the shell never makes them spend money, and a
+        provider chosen without its key is refused rather than quietly replaced.
+        """
+        default = DEFAULT_LLM_PROVIDER if production else "fake"
+        provider = self.choice("LLM_PROVIDER", default, LLM_PROVIDERS)
         if provider == "fake":
             return provider, None
         key_name = f"{provider.upper()}_API_KEY"
         api_key = self.raw(key_name)
         if api_key is None:
-            if production:
-                self.note(key_name, f"{key_name} is required for LLM_PROVIDER={provider}")
-            return "fake", None  # development without a key: the offline fake stands in
+            hint = "" if production else " (unset LLM_PROVIDER to use the offline fake)"
+            self.note(key_name, f"{key_name} is required for LLM_PROVIDER={provider}{hint}")
+            return "fake", None
         return provider, api_key
+
+    def llm_prices(self, model: str) -> prices.ModelPrices:
+        """What ``model`` costs: its listed prices, each replaced by its setting when set."""
+        explicit: dict[str, int] = {}
+        for kind, name in prices.PRICE_SETTINGS.items():
+            text = self.raw(name)
+            if text is None:
+                continue
+            try:
+                explicit[kind] = prices.usd_per_million(text)
+            except ValueError as reason:
+                self.note(name, f"{name}={_quoted(text)} is invalid: {reason}")
+        if not self.fine(*prices.PRICE_SETTINGS.values()):
+            return prices.GENERATED
+        try:
+            return prices.priced(model, explicit)
+        except prices.PriceProblem as problem:
+            self.note(problem.setting, str(problem))
+            return prices.GENERATED
 {%- if cookiecutter.tenant_isolation == "workspace" %}
 
     def cycles_credentials(self, tenant_api_keys: Mapping[str, str], callers: _Callers) -> None:

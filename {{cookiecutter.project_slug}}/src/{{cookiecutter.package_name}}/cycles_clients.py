@@ -1,5 +1,6 @@
 """The app's link to Cycles: where the server is, a client per API key, and the machinery
-the guard shares (deny cache, heartbeat, background settlement, bounded provider calls).
+the guard shares (deny cache, heartbeat, the settler of unsettled charges, bounded provider
+calls).
 
 Everything lives on the app (``state.cycles(app)``), never on the module, so two apps in one
 process each talk to their own Cycles server with their own keys. Where an app tenant's
@@ -9,7 +10,10 @@ budget lives in Cycles (tenant, scope, subject, key) is cycles_tenancy.py's answ
 from __future__ import annotations
 
 import atexit
+import json
+import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -33,7 +37,11 @@ from .config import (
 from .denycache import DenyCache
 from .embedded_ledger import EmbeddedCycles
 from .heartbeat import HoldKeeper
-from .runcycles_compat import SettlementRetry
+from .lost_reserves import LostReserves
+from .settler import Settler
+from .unsettled import Charge, UnsettledStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,26 +81,48 @@ class CyclesClients:
         self._connect = connect
         self._connection: CyclesConnection | None = None
         self._connect_lock = threading.Lock()
-        # Tests and the embedded ledger must not hold process exit for pending commits:
-        # they stay in the journal and replay on the next start.
-        self._flush_timeout = 0.0 if settings.app_env == "testing" or embedded else 10.0
         # One client per distinct key, made on first use (each costs a TLS context): a
         # CyclesClient is thread-safe, and a Cycles key belongs to one Cycles tenant.
         self._clients: dict[str, CyclesClient] = {}
         # metrics.init_app swaps in a client that times each call.
         self.client_factory: Callable[[CyclesConfig], CyclesClient] = CyclesClient
-        self._retries: dict[str, SettlementRetry] = {}
         self._lock = threading.Lock()
+        # Charges Cycles has not taken yet (kept on disk, shared by the host's workers) and
+        # the thread that retries them until they land; started with the first client.
+        self.settler = Settler(
+            UnsettledStore(settings.cycles_journal_dir),
+            self.client_for,
+            fail_open=settings.cycles_fail_open,
+            on_start=self._import_runcycles_journal,
+        )
         # Completions run here, so a request stops waiting when its hold cannot wait.
         self.provider_calls = CallRunner()
         # Recent denials per app tenant: a tenant out of budget is answered from here.
         self.deny_cache = DenyCache(settings.cycles_deny_cache_ms)
-        # Streams outlive a TTL: one heartbeat extends every live stream's hold, early
-        # enough that the stream can still wait the longest provider pause and commit.
-        self.keeper = HoldKeeper(
+        self.keeper = self.new_keeper()
+        # Holds Cycles may keep although their reserve answer was lost: released here.
+        self.lost_reserves = LostReserves(
+            lambda lost: reservations.recover_lost_reserve(self, lost)
+        )
+
+    def new_keeper(
+        self, clock: Callable[[], float] = time.monotonic, *, background: bool = True
+    ) -> HoldKeeper:
+        """The heartbeat of this app's streams (tests pass a clock they move by hand).
+
+        Streams outlive a TTL: it extends every live stream's hold, early enough that the
+        stream can still wait the longest provider pause and commit. A stream stuck on a
+        write to its client is ended after STREAM_WRITE_TIMEOUT, and at the latest while
+        its hold still has time for one commit.
+        """
+        return HoldKeeper(
             lambda hold: reservations.extend(self, hold),
-            ttl_ms=settings.cycles_reservation_ttl_ms,
+            ttl_ms=self.settings.cycles_reservation_ttl_ms,
             lead_s=self.stream_cutoff_s() + self.call_budget_s(),
+            settle_lead_s=self.call_budget_s() + CYCLES_SAFETY_MARGIN_MS / 1000,
+            write_timeout_s=self.settings.stream_write_timeout,
+            clock=clock,
+            background=background,
         )
 
     def call_budget_s(self) -> float:
@@ -120,13 +150,6 @@ class CyclesClients:
             return self._connection
 
     def client_for(self, tenant: str) -> CyclesClient:
-        return self._client_and_retry(tenant)[0]
-
-    def retry_for(self, tenant: str) -> SettlementRetry:
-        """Background settlement for ``tenant``'s Cycles key (journal, backoff, events)."""
-        return self._client_and_retry(tenant)[1]
-
-    def _client_and_retry(self, tenant: str) -> tuple[CyclesClient, SettlementRetry]:
         connection = self.connection()
         key = connection.api_keys[tenant]
         with self._lock:
@@ -137,22 +160,54 @@ class CyclesClients:
                     api_key=key,
                     connect_timeout=self.settings.cycles_connect_timeout,
                     read_timeout=self.settings.cycles_read_timeout,
-                    retry_flush_timeout=self._flush_timeout,
-                    journal_dir=str(self.settings.cycles_journal_dir),
+                    # The guard settles through its own store (settler.py), never through
+                    # runcycles' journal: nothing of runcycles' may wait at process exit.
+                    retry_enabled=False,
+                    journal_enabled=False,
+                    retry_flush_timeout=0.0,
                 )
                 client = self._clients[key] = self.client_factory(config)
-                runcycles_compat.use_plain_http(client, config)
-                self._retries[key] = SettlementRetry(config, client)
-            return client, self._retries[key]
+                runcycles_compat.install_transport(client, config)
+        # What an earlier run (or a worker that died) left unsettled starts landing now.
+        self.settler.start()
+        return client
+
+    def _import_runcycles_journal(self) -> None:
+        """Earlier versions of this app left what Cycles did not take in runcycles' journal
+        (in the same folder): move it to the settler's store, so an upgrade loses nothing."""
+        tenants = {_canonical(self.subject_body(t)): t for t in self.settings.tenants}
+        for entry in runcycles_compat.journaled_settlements(self.settings.cycles_journal_dir):
+            event = entry.event_body or {}
+            tenant = tenants.get(_canonical(event.get("subject")))
+            actual = event.get("actual")
+            amount = actual.get("amount") if isinstance(actual, dict) else None
+            key = event.get("idempotency_key")
+            if tenant is None or not isinstance(amount, int) or not isinstance(key, str):
+                log.error("Cannot tell whose spend %s is; left for an operator", entry.path)
+                continue
+            commit = entry.commit_body
+            charge = Charge(
+                key=str(commit.get("idempotency_key", key)) if commit else key,
+                tenant=tenant,
+                amount=amount,
+                reservation_id=entry.reservation_id if commit else None,
+                covered_until_ms=0,  # unknown: counted against new reservations until it lands
+                stage="commit" if commit else "event",
+                commit_body=commit,
+                event_body=event,
+                attempts=0,
+            )
+            self.settler.store.add(charge, first_attempt_ms=0)
+            entry.path.unlink(missing_ok=True)
+            log.warning("Moved %s of tenant %s from runcycles' journal", entry.path.name, tenant)
 
     def close(self) -> None:
         self.keeper.close()
+        self.lost_reserves.close()
+        # What is still unsettled stays on disk for the next start (or another worker).
+        self.settler.close()
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
-            retries, self._retries = list(self._retries.values()), {}
-        for retry in retries:
-            retry.flush(self._flush_timeout)
-            retry.stop()
         for client in clients:
             client.close()
         with self._connect_lock:
@@ -189,6 +244,10 @@ class CyclesClients:
             for row in (rows if isinstance(rows, list) else [])
             if isinstance(row, dict)
         ]
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _amount(row: Mapping[str, object], name: str) -> int:

@@ -10,7 +10,10 @@ releases it too. A served request costs two Cycles calls (reserve, commit).
 No call outlives its hold: a completion is bounded by ``LLM_TIMEOUT`` and by the time its
 hold has left (a call that overruns is abandoned and charged its full estimate, since the
 vendor may still bill it); a stream's hold is extended by the app's heartbeat while the
-stream runs, and the stream ends early if an extension fails.
+stream runs, and the stream ends early if an extension fails. A stream whose client stops
+reading is ended by the heartbeat (heartbeat.py): after ``STREAM_WRITE_TIMEOUT`` on one
+write, or before its hold could lapse, it is charged what it produced and its connection
+is cut, since the stream's own code does not run while the server waits on the socket.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 
 from . import callers, pricing, request_log, reservations, sse, state
 from .bodies import json_body
@@ -30,6 +33,7 @@ from .bounded_calls import Overran
 from .config import CYCLES_SAFETY_MARGIN_MS, Settings
 from .cycles_clients import CyclesClients
 from .errors import ApiError
+from .heartbeat import EndReason, StreamWrites
 from .llm import Completion, LLMProvider, ProviderError, StreamProgress
 
 log = logging.getLogger(__name__)
@@ -48,9 +52,9 @@ class LlmCall:
     def texts(self) -> tuple[str, ...]:
         return (self.system, self.prompt) if self.system else (self.prompt,)
 
-    def estimate(self) -> int:
-        """The most this call can cost, in USD microcents: what gets reserved."""
-        return pricing.estimate(*self.texts(), max_tokens=self.max_tokens)
+    def estimate(self, prices: pricing.ModelPrices) -> int:
+        """The most this call can cost at ``prices``, in USD microcents: what gets reserved."""
+        return pricing.estimate(*self.texts(), max_tokens=self.max_tokens, prices=prices)
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,14 @@ def guarded(parse: CallParser) -> Callable[[GuardedView], Callable[[], Response]
     def decorate(view: GuardedView) -> Callable[[], Response]:
         @functools.wraps(view)
         def reserve_then_run() -> Response:
-            call = parse(json_body(), state.settings())
+            settings = state.settings()
+            call = parse(json_body(), settings)
             cycles = state.cycles()
-            tenant, estimate = callers.current_tenant(), call.estimate()
+            tenant, estimate = callers.current_tenant(), call.estimate(settings.llm_prices)
             try:
+                if cycles.settings.cycles_mode == "enforce":
+                    # Never reserve ahead of this tenant's own charges still on their way.
+                    cycles.settler.catch_up(tenant)
                 hold = reservations.reserve(cycles, tenant, call.route, estimate)
             except ApiError as refusal:
                 request_log.refused(call.route, tenant, estimate, refusal)
@@ -134,7 +142,11 @@ class GuardedCall:
             raise ApiError(
                 504, "provider_timeout", "The language model did not answer in time."
             ) from None
-        cost = pricing.cost(completion.input_tokens, completion.output_tokens)
+        cost = pricing.cost(
+            completion.input_tokens,
+            completion.output_tokens,
+            prices=self.cycles.settings.llm_prices,
+        )
         usage = reservations.Usage(
             completion.input_tokens, completion.output_tokens, completion.model, _ms_since(started)
         )
@@ -161,8 +173,9 @@ class GuardedCall:
         # first_delta, when the provider failed after it started).
         run = _StreamRun(self)
         first = run.first_delta()
+        run.record_progress()
         self._streaming = True  # from here on the stream's body settles the hold
-        return sse.response(_StreamBody(run, first))
+        return sse.response(_StreamBody(run, first, sse.connection_cutter(request.environ)))
 
     def release_unless_used(self, reason: str) -> None:
         if not self._streaming:
@@ -197,6 +210,8 @@ class GuardedCall:
 
 
 _MARGIN_S = CYCLES_SAFETY_MARGIN_MS / 1000
+# A stream's first record covers this many output tokens (then doubles as they are passed).
+FIRST_RECORD_TOKENS = 64
 
 
 class _StreamRun:
@@ -206,6 +221,7 @@ class _StreamRun:
         self.guarded = guarded
         self.progress = StreamProgress()
         self.started = time.monotonic()
+        self.recorded_tokens = 0  # output tokens the stream's record on disk covers
         call = guarded.call
         self.deltas = guarded.provider.stream(
             prompt=call.prompt,
@@ -231,23 +247,32 @@ class _StreamRun:
             self.settle()
             raise
 
-    def events(self, first: str | None) -> Generator[bytes, None, None]:
+    def events(self, first: str | None, writes: StreamWrites) -> Generator[bytes, None, None]:
+        try:
+            yield from self._events(first, writes)
+        finally:
+            self.guarded.cycles.keeper.unfollow(writes)
+
+    def _events(self, first: str | None, writes: StreamWrites) -> Generator[bytes, None, None]:
         error: ApiError | None = None
         try:
-            if first is not None:
-                yield sse.event("delta", {"text": first})
-                error = yield from self._rest()
+            if not writes.taken():  # the server starts the body
+                error = _ended_by_keeper(writes)
+            elif first is not None:
+                sent = yield from _send(writes, sse.event("delta", {"text": first}))
+                error = (yield from self._rest(writes)) if sent else _ended_by_keeper(writes)
         finally:
             # Also reached when the client hangs up (GeneratorExit at a yield): the
             # provider is stopped and what it generated until then is charged.
             self.close_provider()
             cost = self.settle()
         if error is not None:
-            yield sse.event("error", {"error": error.error, "message": error.message})
+            event = {"error": error.error, "message": error.message}
+            yield from _send(writes, sse.event("error", event))
             return
-        yield sse.event("done", self._summary(cost))
+        yield from _send(writes, sse.event("done", self._summary(cost)))
 
-    def _rest(self) -> Generator[bytes, None, ApiError | None]:
+    def _rest(self, writes: StreamWrites) -> Generator[bytes, None, ApiError | None]:
         """Relay the remaining deltas; return the error that ended the stream, if any."""
         cycles, hold = self.guarded.cycles, self.guarded.hold
         while True:
@@ -264,11 +289,49 @@ class _StreamRun:
             except ProviderError as exc:
                 log.warning("LLM provider failed mid-stream: %s", exc)
                 return ApiError(502, "provider_error", "The language model provider failed.")
-            yield sse.event("delta", {"text": delta})
+            self.record_progress()
+            if not (yield from _send(writes, sse.event("delta", {"text": delta}))):
+                return _ended_by_keeper(writes)
+
+    def end_by_keeper(self, reason: EndReason) -> None:
+        """The heartbeat ended this stream while the server waited on one of its writes.
+
+        Runs on the heartbeat's thread. The stream's code is parked at that write and
+        produces nothing more (StreamWrites.taken), so what it produced is final: charge it.
+        """
+        hold = self.guarded.hold
+        log.warning(
+            "Stream of tenant %s on %s ended: %s",
+            hold.tenant,
+            hold.route,
+            "its client stopped reading (STREAM_WRITE_TIMEOUT)"
+            if reason == "write_stalled"
+            else "its budget hold could not be extended and is about to lapse",
+        )
+        if not hold.settled:
+            self.settle()
+
+    def record_progress(self) -> None:
+        """Before more output goes out, keep on disk a charge of at least what was sent, so
+        a restarted app charges it if this process dies mid-stream (unsettled.py). The
+        recorded output doubles each time the stream passes it: a few writes per stream."""
+        progress, max_tokens = self.progress, self.guarded.max_tokens
+        generated = progress.output_tokens  # bounded as _usage bounds it when not counted
+        if generated is None:
+            generated = min(progress.text_bytes, max_tokens)
+        if generated <= self.recorded_tokens:
+            return
+        ahead = max(2 * self.recorded_tokens, FIRST_RECORD_TOKENS)
+        self.recorded_tokens = max(generated, min(ahead, max_tokens))
+        usage = replace(self._usage(), output_tokens=self.recorded_tokens)
+        prices = self.guarded.cycles.settings.llm_prices
+        cost = pricing.cost(usage.input_tokens, usage.output_tokens, prices=prices)
+        reservations.record_stream(self.guarded.cycles, self.guarded.hold, cost, usage)
 
     def settle(self) -> int:
         usage = self._usage()
-        cost = pricing.cost(usage.input_tokens, usage.output_tokens)
+        prices = self.guarded.cycles.settings.llm_prices
+        cost = pricing.cost(usage.input_tokens, usage.output_tokens, prices=prices)
         settle(self.guarded, cost, usage)
         return cost
 
@@ -331,18 +394,35 @@ class _StreamBody:
     byte is sent never starts the generator, whose own cleanup would then never run.
     """
 
-    def __init__(self, run: _StreamRun, first: str | None) -> None:
+    def __init__(self, run: _StreamRun, first: str | None, cut: Callable[[], None] | None) -> None:
         self._run = run
-        self._events = run.events(first)
+        keeper = run.guarded.cycles.keeper
+        # From here the server owns the stream: it is waiting to be written.
+        self._writes = keeper.follow(run.guarded.hold, run.end_by_keeper, cut)
+        self._events = run.events(first, self._writes)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._events
 
     def close(self) -> None:
         self._events.close()
+        self._run.guarded.cycles.keeper.unfollow(self._writes)  # if it never started
         if not self._run.guarded.hold.settled:
             self._run.close_provider()
             self._run.settle()
+
+
+def _send(writes: StreamWrites, chunk: bytes) -> Generator[bytes, None, bool]:
+    """Hand ``chunk`` to the server; False if the heartbeat ended the stream meanwhile."""
+    writes.handing_over()
+    yield chunk
+    return writes.taken()
+
+
+def _ended_by_keeper(writes: StreamWrites) -> ApiError:
+    if writes.ended == "hold_lapsing":
+        return ApiError(503, "budget_hold_lapsing", "The budget hold could not be extended.")
+    return ApiError(503, "stream_stalled", "The stream ended: its client stopped reading.")
 
 
 def _ms_since(started: float) -> int:

@@ -1,14 +1,18 @@
 """Keys files: the ``NAME=value`` env file ``flask cycles provision --keys-file`` keeps the
-runtime API keys in (readable by a shell and by python-dotenv; written atomically, mode 600).
+runtime API keys and their expiry in (readable by a shell and by python-dotenv; written
+atomically, mode 600).
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import click
+
+from .config import parse_instant
 
 
 def read_keys_file(path: Path) -> dict[str, str]:
@@ -47,3 +51,17 @@ def recorded_keys(file_values: Mapping[str, str]) -> dict[str, str]:
         if tenant and key:
             keys[tenant] = key
     return keys
+
+
+def recorded_expiries(file_values: Mapping[str, str], where: Path) -> dict[str, datetime]:
+    """When each recorded key ends, by Cycles tenant (``CYCLES_KEY_EXPIRES_AT`` pairs)."""
+    found = {}
+    for item in filter(None, file_values.get("CYCLES_KEY_EXPIRES_AT", "").split(",")):
+        tenant, _, text = (part.strip() for part in item.partition("="))
+        try:
+            found[tenant] = parse_instant(text)
+        except ValueError:
+            raise click.ClickException(
+                f"{where}: CYCLES_KEY_EXPIRES_AT: {tenant!r} has no valid date-time"
+            ) from None
+    return found

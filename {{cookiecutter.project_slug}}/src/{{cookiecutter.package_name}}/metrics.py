@@ -82,13 +82,19 @@ class Metrics:
         )
         self.settlements = Counter(
             "cycles_settlements",
-            "Holds settled, by outcome (committed, late, pending, event, released).",
+            "Holds settled, by outcome (committed, late, pending, event, released, recovered).",
             ["outcome", "tenant"],
             registry=registry,
         )
         self.charged = Counter(
             "cycles_charged_usd_microcents",
             "USD microcents charged to the budget, per tenant.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.uncharged = Counter(
+            "cycles_uncharged_usd_microcents",
+            "Spend the budget could not record (no overdraft room left), per tenant.",
             ["tenant"],
             registry=registry,
         )
@@ -136,6 +142,15 @@ class Metrics:
             self.cost_ratio.labels(hold.route).observe(settlement.charged / hold.estimate)
         self.tokens.labels(usage.model, "input").inc(max(0, usage.input_tokens))
         self.tokens.labels(usage.model, "output").inc(max(0, usage.output_tokens))
+
+    def settled_later(self, tenant: str, outcome: str, uncharged: int) -> None:
+        """What the settler did away from any request: ``recovered`` a stream of a worker
+        that died, or found spend the budget could not take (``uncharged``)."""
+        label = self.tenant_label(tenant)
+        if outcome == "recovered":
+            self.settlements.labels("recovered", label).inc()
+        if uncharged > 0:
+            self.uncharged.labels(label).inc(uncharged)
 
     def release(self, hold: Hold) -> None:
         self.settlements.labels("released", self.tenant_label(hold.tenant)).inc()
@@ -223,5 +238,6 @@ def init_app(app: Flask) -> Metrics:
     """Create the app's metrics and time its Cycles calls (after ``cycles_clients.init_app``)."""
     metrics = app.extensions[state.METRICS] = Metrics(state.settings(app))
     state.cycles(app).client_factory = lambda config: TimedCyclesClient(config, metrics)
+    state.cycles(app).settler.report = metrics.settled_later
     app.register_blueprint(bp)
     return metrics

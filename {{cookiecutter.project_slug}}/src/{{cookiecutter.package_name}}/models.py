@@ -159,6 +159,11 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     # degraded: Cycles is not answering, and CYCLES_FAIL_OPEN serves without it.
     status: Literal["ready", "degraded"] = "ready"
+    warning: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Still ready, but act soon: e.g. a Cycles API key ends within "
+        "CYCLES_KEY_WARN_DAYS days.",
+    )
 
 
 class ErrorResponse(BaseModel):

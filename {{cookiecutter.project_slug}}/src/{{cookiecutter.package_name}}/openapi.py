@@ -80,7 +80,8 @@ ERRORS: dict[int, str] = {
     500: "`internal_error`.",
     502: "`provider_error`: the language model provider failed; nothing was charged.",
     503: "The budget service cannot answer: `cycles_unavailable`, `cycles_misconfigured`, "
-    "`cycles_error`, `budget_not_configured`, `reservation_expired`, `budget_hold_lapsing`.",
+    "`cycles_error`, `budget_not_configured`, `reservation_expired`, `budget_hold_lapsing`, "
+    "`stream_stalled` (a stream's client stopped reading).",
     504: "`provider_timeout`: the model did not answer in time; the call is charged its "
     "estimate, since the provider may still bill it.",
 }
@@ -260,7 +261,12 @@ def _paths() -> dict[str, Any]:
                 "Readiness: the budget service (Cycles) answers",
                 {
                     "200": _json("Ready (or degraded: serving without Cycles).", ReadyResponse),
-                    "503": _json("`not_ready`: Cycles does not answer.", ErrorResponse, 503),
+                    "503": _json(
+                        "`not_ready`: Cycles does not answer or refuses the app's key, or "
+                        "a key's recorded expiry has passed.",
+                        ErrorResponse,
+                        503,
+                    ),
                 },
                 security=[],
             )

@@ -1,9 +1,12 @@
 """What a model call costs, in integer USD microcents, and money in and out of that unit.
 
-Prices were given in US dollars per million tokens (how providers publish them) and are
+Prices are given in US dollars per million tokens (how providers publish them) and are
 stored as integer USD microcents per million tokens: $1 = 100,000,000 microcents, so
 $2.50/M is 250 microcents per token. All arithmetic is on integers and rounds up, so a
 price such as $0.075/M bills exactly and the ledger never drifts through floating point.
+
+Which prices apply is the running model's business (``llm/prices.py``): the app passes
+its ``Settings.llm_prices``; without ``prices`` the model chosen at generation is priced.
 """
 
 from __future__ import annotations
@@ -13,11 +16,26 @@ from decimal import Decimal, InvalidOperation
 from runcycles import Unit
 
 from .llm.base import MESSAGE_OVERHEAD_TOKENS
+from .llm.prices import (
+    CACHED_INPUT_MICROCENTS_PER_MILLION,
+    GENERATED,
+    INPUT_MICROCENTS_PER_MILLION,
+    MICROCENTS_PER_USD,
+    MODEL,
+    OUTPUT_MICROCENTS_PER_MILLION,
+    ModelPrices,
+)
 
 __all__ = [
+    "CACHED_INPUT_MICROCENTS_PER_MILLION",
+    "GENERATED",
+    "INPUT_MICROCENTS_PER_MILLION",
     "MESSAGE_OVERHEAD_TOKENS",
     "MICROCENTS_PER_USD",
+    "MODEL",
+    "OUTPUT_MICROCENTS_PER_MILLION",
     "UNIT",
+    "ModelPrices",
     "cost",
     "estimate",
     "format_usd",
@@ -25,27 +43,24 @@ __all__ = [
     "usd_to_microcents",
 ]
 
-MODEL = "{{ cookiecutter.model }}"
 # Every amount the app sends Cycles is in this unit.
 UNIT = Unit.USD_MICROCENTS.value
-MICROCENTS_PER_USD = 100_000_000
 USD_DECIMAL_PLACES = 8  # one microcent
 TOKENS_PER_PRICE_UNIT = 1_000_000
-
-# Input: ${{ cookiecutter.input_price_per_million_usd }} per million tokens.
-INPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.input_price_per_million_usd | usd_to_microcents | py_int }}
-# Cached input (prompt-cache reads): ${{ cookiecutter.cached_input_price_per_million_usd }} per million tokens.
-CACHED_INPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.cached_input_price_per_million_usd | usd_to_microcents | py_int }}
-# Output: ${{ cookiecutter.output_price_per_million_usd }} per million tokens.
-OUTPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.output_price_per_million_usd | usd_to_microcents | py_int }}
 
 
 def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
-def cost(input_tokens: int, output_tokens: int, *, cached_input_tokens: int = 0) -> int:
-    """The exact charge for a call, in USD microcents, rounded up to a whole microcent.
+def cost(
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cached_input_tokens: int = 0,
+    prices: ModelPrices = GENERATED,
+) -> int:
+    """The exact charge for a call at ``prices``, in USD microcents, rounded up.
 
     ``cached_input_tokens`` is the part of ``input_tokens`` the provider served from its
     prompt cache (OpenAI's ``cached_tokens``), billed at the cached-input price; the rest
@@ -55,9 +70,9 @@ def cost(input_tokens: int, output_tokens: int, *, cached_input_tokens: int = 0)
         raise ValueError("token counts must not be negative")
     if cached_input_tokens > input_tokens:
         raise ValueError("cached input tokens are part of the input tokens: at most as many")
-    input_cost = (input_tokens - cached_input_tokens) * INPUT_MICROCENTS_PER_MILLION
-    cached_cost = cached_input_tokens * CACHED_INPUT_MICROCENTS_PER_MILLION
-    output_cost = output_tokens * OUTPUT_MICROCENTS_PER_MILLION
+    input_cost = (input_tokens - cached_input_tokens) * prices.input
+    cached_cost = cached_input_tokens * prices.cached_input
+    output_cost = output_tokens * prices.output
     return _ceil_div(input_cost + cached_cost + output_cost, TOKENS_PER_PRICE_UNIT)
 
 
@@ -71,14 +86,14 @@ def max_input_tokens(*texts: str) -> int:
     return sum(len(text.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for text in texts)
 
 
-def estimate(*texts: str, max_tokens: int) -> int:
+def estimate(*texts: str, max_tokens: int, prices: ModelPrices = GENERATED) -> int:
     """The most a call with these input texts and output limit can cost, in microcents.
 
     This is what gets reserved: it is never below :func:`cost` of the real usage, as long
     as the provider honours ``max_tokens`` (every input token is priced at the full input
     price, which is never below the cached one).
     """
-    return cost(max_input_tokens(*texts), max_tokens)
+    return cost(max_input_tokens(*texts), max_tokens, prices=prices)
 
 
 def usd_to_microcents(text: str) -> int:

@@ -2,15 +2,15 @@
 
 Every call here is a bare, public runcycles client call, so a served request costs exactly
 two Cycles round trips (reserve, commit), a denied one at most one, and a denial the deny
-cache remembers none. A commit that cannot settle at once is handed to runcycles' own
-retry machinery (see runcycles_compat.py), which journals it and falls back to a spend
-event when the reservation has expired meanwhile.
+cache remembers none. A commit that cannot settle at once is kept on disk and retried until
+it lands (settler.py), as a spend event (debt where the budget allows) once its hold lapsed.
 
 A :class:`Hold` is what the guard keeps for the request while the provider runs. In
 shadow mode (``CYCLES_MODE=shadow``) the reservation is a dry run: would-be denials are
-logged, the request is served, and the actual cost is recorded as a spend event so the
-budget still moves. With ``CYCLES_FAIL_OPEN`` and Cycles unreachable, the request is served
-unguarded and its cost is queued as a spend event for when Cycles is back.
+logged, the request is served, and the actual cost is recorded in full as a spend event
+(as debt where the budget's overdraft allows), so the budget shows what was spent. With
+``CYCLES_FAIL_OPEN`` and Cycles unreachable, the request is served unguarded and its cost
+is kept as a spend event for when Cycles is back.
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
 from runcycles import CyclesMetrics, CyclesResponse
 
 from . import cycles_errors, request_log
+from .config import CYCLES_SAFETY_MARGIN_MS, ConfigError
 from .errors import ApiError
+from .lost_reserves import LostReserve
 from .pricing import UNIT
+from .unsettled import Charge
 
 if TYPE_CHECKING:
     from .cycles_clients import CyclesClients
@@ -59,6 +63,10 @@ class Hold:
     extensions: int = 0
     extendable: bool = True  # False once Cycles refused an extension for good
     settled: bool = False
+    # The idempotency key of this hold's charge: its commit, its spend event if the hold
+    # lapsed, and its stream record (unsettled.py), so a charge never lands twice.
+    charge_key: str = field(default_factory=lambda: str(uuid.uuid4()))
+    streaming_on_disk: bool = False  # a stream record says what this stream owes so far
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # The request this hold serves (its id goes to Cycles; its log line notes the charge).
     trace: request_log.RequestTrace | None = field(
@@ -120,6 +128,14 @@ def reserve(cycles: CyclesClients, tenant: str, route: str, estimate: int) -> Ho
     cycles.deny_cache.forget(tenant)
     remaining = cycles_errors.non_negative_int(result.get("remaining_ttl_ms"))
     ttl_ms = cycles.settings.cycles_reservation_ttl_ms if remaining is None else remaining
+    expires_at = sent_at + ttl_ms / 1000
+    if expires_at - time.monotonic() <= cycles.call_budget_s() + CYCLES_SAFETY_MARGIN_MS / 1000:
+        # Too little time left to call the provider and still commit under the hold (the
+        # server shortened the TTL): answer 503 rather than charge for a call never made.
+        log.warning("Cycles hold %s is too short to use; releasing it", reservation_id)
+        lost = LostReserve(tenant, {}, expires_at, reservation_id=reservation_id)
+        cycles.lost_reserves.add(lost)
+        raise cycles_errors.classify(-1, None, None)
     return Hold(
         tenant,
         route,
@@ -127,7 +143,7 @@ def reserve(cycles: CyclesClients, tenant: str, route: str, estimate: int) -> Ho
         "enforce",
         reservation_id=reservation_id,
         max_tokens_cap=_max_tokens_cap(result),
-        expires_at=sent_at + ttl_ms / 1000,
+        expires_at=expires_at,
     )
 
 
@@ -161,7 +177,60 @@ def _create(
     }
     if dry_run:
         body["dry_run"] = True
-    return _reservation_result(cycles.client_for(tenant).create_reservation(body))
+    sent_at = time.monotonic()
+    response = cycles.client_for(tenant).create_reservation(body)
+    if not dry_run and _may_have_created(response):
+        # Cycles may hold the budget although no usable answer came back: find and
+        # release that hold in the background (lost_reserves.py).
+        lapses_at = sent_at + body["ttl_ms"] / 1000
+        cycles.lost_reserves.add(LostReserve(tenant, body, lapses_at))
+    return _reservation_result(response)
+
+
+# Transport failures before the request could leave: Cycles never saw it.
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _may_have_created(response: CyclesResponse) -> bool:
+    """Whether a create that gave no usable reservation may still have made one: no answer
+    once connected (lost, cut off, late), a 2xx that does not parse, a 5xx that is not a
+    Cycles error (a gateway's timeout). A Cycles error answer is the server's verdict
+    (denied, invalid, failed): nothing was held."""
+    if response.is_success:
+        body = response.body if isinstance(response.body, dict) else {}
+        return not isinstance(body.get("reservation_id"), str) and "decision" not in body
+    if response.transport_exception is not None:
+        # Without a connection (Cycles down) the request never left: nothing can be held.
+        return not isinstance(response.transport_exception, NEVER_SENT)
+    code = cycles_errors.error_code(response)
+    return cycles_errors.is_unavailable(response.status) and code is None
+
+
+def recover_lost_reserve(cycles: CyclesClients, lost: LostReserve) -> bool:
+    """One attempt to release a hold whose reserve answer was lost (lost_reserves.py);
+    True once nothing is held any more."""
+    client = cycles.client_for(lost.tenant)
+    if lost.reservation_id is None:
+        # The same key and body: Cycles answers with the original reservation (or makes it
+        # now, if the first attempt never arrived; it is released just the same).
+        replay = client.create_reservation(lost.create_body)
+        if not replay.is_success:
+            # A 4xx is a verdict (denied, invalid): nothing was held. No answer, a 5xx, a
+            # rejected key or a rate limit say nothing yet: try again.
+            status = replay.status
+            return not (cycles_errors.is_unavailable(status) or status in (401, 403, 408, 429))
+        body = replay.body if isinstance(replay.body, dict) else {}
+        reservation_id = body.get("reservation_id")
+        if not isinstance(reservation_id, str):
+            return "decision" in body  # a well-formed answer without a hold: nothing held
+        lost.reservation_id = reservation_id
+    body = {"idempotency_key": lost.release_key, "reason": "reserve_answer_lost"}
+    response = client.release_reservation(lost.reservation_id, body)
+    if response.is_success or response.status in (404, 409, 410):
+        # Released now, or finalized, expired or unknown: either way nothing is held.
+        log.info("Released Cycles hold %s (its reserve answer was lost)", lost.reservation_id)
+        return True
+    return False
 
 
 def settle(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> Settlement | None:
@@ -169,12 +238,29 @@ def settle(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> Settle
     if not hold.claim_settlement():
         return None
     cycles.keeper.forget(hold)
-    if hold.held:
-        settlement = _commit(cycles, hold, cost, usage)
-    else:
-        settlement = _record_event(cycles, hold, cost, usage)
+    charge = charge_for(cycles, hold, cost, usage)
+    held = hold.held
+    settlement = _commit(cycles, hold, charge) if held else _record_event(cycles, hold, charge)
+    if hold.streaming_on_disk:
+        # Charged, or kept as an unsettled charge under the same key: nothing to recover.
+        cycles.settler.store.stream_ended(charge.reservation_id or "")
     request_log.settled(hold, usage, settlement)
     return settlement
+
+
+def record_stream(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> None:
+    """Keep on disk what ``hold``'s live stream owes so far: if this process dies, the app
+    that finds the record charges it (settler.py). Settling the hold removes it."""
+    if not hold.held or hold.settled:
+        return
+    try:
+        cycles.settler.store.stream(charge_for(cycles, hold, cost, usage))
+    except ConfigError as error:
+        # The stream goes on and is charged as usual; only a crash of this process would
+        # now leave it uncharged (and new reservations are refused until the folder works).
+        log.error("Tenant %s: stream not recorded on disk: %s", hold.tenant, error.message)
+        return
+    hold.streaming_on_disk = True
 
 
 def release(cycles: CyclesClients, hold: Hold, reason: str) -> None:
@@ -183,6 +269,8 @@ def release(cycles: CyclesClients, hold: Hold, reason: str) -> None:
         return
     cycles.keeper.forget(hold)
     request_log.released(hold)
+    if hold.streaming_on_disk and hold.reservation_id is not None:
+        cycles.settler.store.stream_ended(hold.reservation_id)
     if not hold.held:
         return
     assert hold.reservation_id is not None
@@ -250,115 +338,63 @@ def action_body(cycles: CyclesClients) -> dict[str, str]:
 # --- settling --------------------------------------------------------------------------
 
 
-def _commit(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> Settlement:
-    assert hold.reservation_id is not None
-    body: dict[str, Any] = {
-        "idempotency_key": str(uuid.uuid4()),
+def charge_for(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> Charge:
+    """What ``hold``'s call owes, as the settler sends it (and the store keeps it)."""
+    key = hold.charge_key
+    event = _event_body(cycles, hold, cost, usage, key, hold.reservation_id)
+    if not hold.held:
+        return Charge(key, hold.tenant, cost, None, 0, "event", None, event, attempts=0)
+    commit: dict[str, Any] = {
+        "idempotency_key": key,
         "actual": {"unit": UNIT, "amount": cost},
         "metrics": _metrics(usage),
         **({"metadata": _request_metadata(hold.trace)} if hold.trace else {}),
     }
-    client = cycles.client_for(hold.tenant)
-    response = client.commit_reservation(hold.reservation_id, body)
-    event = _event_body(cycles, hold, cost, usage, body["idempotency_key"], hold.reservation_id)
-    if response.is_success:
-        charged = _charged(response.body, cost)
-        if charged < cost:
-            # The provider used more than max_tokens allowed for: charge the rest as debt.
-            _charge_shortfall(cycles, hold, cost - charged, usage)
-        return Settlement("committed", cost)
-    code = cycles_errors.error_code(response)
-    if response.status == 410 or code == "RESERVATION_EXPIRED":
-        return _charge_after_expiry(cycles, hold, cost, event)
-    if code in ("RESERVATION_FINALIZED", "IDEMPOTENCY_MISMATCH"):
-        log.error("Cycles refused the commit of %s: %s", hold.reservation_id, code)
-        return Settlement("committed", 0)
-    # No answer, a 5xx, a rate limit, a rejected key: the spend happened, so it must land.
-    log.warning(
-        "Cycles commit of %s did not settle (HTTP %s %s); retrying in the background",
-        hold.reservation_id,
-        response.status,
-        code,
+    # Until then the hold itself holds the amount: the charge cannot be spent twice.
+    covered_until_ms = cycles.settler.clock() + int((hold.expires_at - time.monotonic()) * 1000)
+    return Charge(
+        key=key,
+        tenant=hold.tenant,
+        amount=cost,
+        reservation_id=hold.reservation_id,
+        covered_until_ms=max(0, covered_until_ms),
+        stage="commit",
+        commit_body=commit,
+        event_body=event,
+        attempts=0,
     )
-    cycles.retry_for(hold.tenant).commit_later(
-        hold.reservation_id, body, event, response.retry_after_ms_header
-    )
-    return Settlement("pending", cost)
 
 
-def _charge_after_expiry(
-    cycles: CyclesClients, hold: Hold, cost: int, event: dict[str, Any]
-) -> Settlement:
-    """The hold lapsed before the commit: record the spend as an event, as debt if allowed."""
-    log.error(
-        "Cycles reservation %s of tenant %s expired before its commit; recording %s as spend",
-        hold.reservation_id,
-        hold.tenant,
-        cost,
-    )
-    charged = _post_event(cycles, hold, {**event, "overage_policy": "ALLOW_WITH_OVERDRAFT"})
-    if charged is None:
-        # Past the overdraft limit (or none is set): take what remains and log the rest.
-        fallback = {**event, "idempotency_key": str(uuid.uuid4())}
-        charged = _post_event(cycles, hold, {**fallback, "overage_policy": "ALLOW_IF_AVAILABLE"})
-    if charged is not None and charged < cost:
-        log.error(
-            "Tenant %s: %s USD microcents of expired reservation %s could not be charged",
-            hold.tenant,
-            cost - charged,
-            hold.reservation_id,
-        )
-    return Settlement("late", cost if charged is None else charged)
+def _commit(cycles: CyclesClients, hold: Hold, charge: Charge) -> Settlement:
+    landed, stage = cycles.settler.settle(charge)
+    late = stage != "commit"  # the hold lapsed before the commit reached Cycles
+    if landed is None:
+        return Settlement("late" if late else "pending", charge.amount)
+    if landed.outcome == "late":
+        return Settlement("late", landed.charged)
+    return Settlement("committed", landed.charged)
 
 
-def _charge_shortfall(cycles: CyclesClients, hold: Hold, shortfall: int, usage: Usage) -> None:
-    log.warning(
-        "Tenant %s: the provider reported more usage than reservation %s allowed for; "
-        "charging the %s USD microcents over the estimate as debt",
-        hold.tenant,
-        hold.reservation_id,
-        shortfall,
-    )
-    event = _event_body(cycles, hold, shortfall, usage, str(uuid.uuid4()), hold.reservation_id)
-    if _post_event(cycles, hold, {**event, "overage_policy": "ALLOW_WITH_OVERDRAFT"}) is None:
-        log.error(
-            "Tenant %s: %s USD microcents over reservation %s could not be charged "
-            "(no overdraft allowed)",
-            hold.tenant,
-            shortfall,
-            hold.reservation_id,
-        )
-
-
-def _record_event(cycles: CyclesClients, hold: Hold, cost: int, usage: Usage) -> Settlement:
-    """Shadow or unguarded calls hold nothing: their cost is recorded as a spend event."""
-    key = str(uuid.uuid4())
-    event = _event_body(cycles, hold, cost, usage, key, None)
+def _record_event(cycles: CyclesClients, hold: Hold, charge: Charge) -> Settlement:
+    """Shadow or unguarded calls hold nothing: their cost is recorded as a spend event,
+    in full (as debt where the budget's overdraft allows; see settler.py)."""
     if hold.mode == "shadow":
-        charged = _post_event(cycles, hold, event, retry_reference=f"shadow-{key}")
-        return Settlement("event", cost if charged is None else charged)
-    # Unguarded: Cycles was unreachable a moment ago; queue the event rather than wait.
-    cycles.retry_for(hold.tenant).event_later(f"unguarded-{key}", event)
-    return Settlement("pending", cost)
-
-
-def _post_event(
-    cycles: CyclesClients,
-    hold: Hold,
-    event: dict[str, Any],
-    retry_reference: str | None = None,
-) -> int | None:
-    """POST one spend event; the amount charged, or None if Cycles refused it."""
-    response = cycles.client_for(hold.tenant).create_event(event)
-    if response.is_success:
-        return _charged(response.body, event["actual"]["amount"])
-    code = cycles_errors.error_code(response)
-    if response.is_client_error and response.status not in (401, 403, 429):
-        log.warning("Cycles refused a spend event for %s: %s", hold.tenant, code)
-        return None
-    log.warning("Cycles spend event for %s did not land (HTTP %s)", hold.tenant, response.status)
-    cycles.retry_for(hold.tenant).event_later(retry_reference or event["idempotency_key"], event)
-    return event["actual"]["amount"]  # type: ignore[no-any-return]
+        landed, _ = cycles.settler.settle(charge)
+        if landed is None:
+            return Settlement("pending", charge.amount)
+        if landed.uncharged:
+            log.warning(
+                "CYCLES_MODE=shadow: tenant %s spent %s USD microcents on %s; the budget "
+                "recorded %s (give it an overdraft limit to record all of it)",
+                hold.tenant,
+                charge.amount,
+                hold.route,
+                landed.charged,
+            )
+        return Settlement("event", landed.charged)
+    # Unguarded: Cycles was unreachable a moment ago; keep the event rather than wait.
+    cycles.settler.keep(charge)
+    return Settlement("pending", charge.amount)
 
 
 def _event_body(
@@ -409,12 +445,6 @@ def _max_tokens_cap(result: dict[str, Any]) -> int | None:
     caps = result.get("caps")
     value = caps.get("max_tokens") if isinstance(caps, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _charged(body: object, default: int) -> int:
-    charged = body.get("charged") if isinstance(body, dict) else None
-    amount = charged.get("amount") if isinstance(charged, dict) else None
-    return amount if isinstance(amount, int) and not isinstance(amount, bool) else default
 
 
 def _request_metadata(trace: request_log.RequestTrace | None) -> dict[str, str]:

@@ -7,6 +7,8 @@ accessors only (``app`` defaults to the current app), so each key is named once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
@@ -22,6 +24,7 @@ CYCLES = "cycles"
 LLM = "llm"  # tests (and operators) may swap the provider of one app here
 METRICS = "metrics"
 OPENAPI = "openapi_document"
+CLOCK = "wall_clock"  # tests set a fixed wall clock here (key expiry); unset: the real one
 
 
 def _get(app: Flask | None, key: str) -> Any:
@@ -50,3 +53,10 @@ def metrics(app: Flask | None = None) -> Metrics:
     """The app's Prometheus metrics (metrics.py)."""
     value: Metrics = _get(app, METRICS)
     return value
+
+
+def now(app: Flask | None = None) -> datetime:
+    """The wall-clock time (UTC) as the app sees it: the clock set on the app, if any."""
+    extensions = (app if app is not None else current_app).extensions
+    clock: Callable[[], datetime] | None = extensions.get(CLOCK)
+    return clock() if clock is not None else datetime.now(UTC)

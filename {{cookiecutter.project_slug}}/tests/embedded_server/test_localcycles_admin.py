@@ -83,3 +83,30 @@ def test_bootstrap_tenant_key_budget_and_fund(
         headers=ADMIN,
     )
     assert released.status_code == 200 and released.json()["released"]["amount"] == 1_200
+
+
+def test_a_budgets_tenant_id_is_in_the_body_exactly_under_the_admin_key(
+    lc_http: httpx.Client,
+) -> None:
+    """The reference's createBudget contract: the admin key names the tenant in the body;
+    an API key's tenant is implied, and naming it anyway is refused."""
+    assert lc_http.post("/v1/admin/tenants", json={"tenant_id": "acme"}, headers=ADMIN)
+    created = lc_http.post(
+        "/v1/admin/api-keys",
+        json={"tenant_id": "acme", "name": "ops", "permissions": ["budgets:write"]},
+        headers=ADMIN,
+    )
+    writer = {"X-Cycles-API-Key": created.json()["key_secret"]}
+    budget = {
+        "scope": "tenant:acme",
+        "unit": "USD_MICROCENTS",
+        "allocated": {"unit": "USD_MICROCENTS", "amount": 1_000},
+    }
+    for body, headers, needle in (
+        (budget, ADMIN, "tenant_id is required"),
+        ({**budget, "tenant_id": "acme"}, writer, "tenant_id MUST NOT be set"),
+    ):
+        refused = lc_http.post("/v1/admin/budgets", json=body, headers=headers)
+        assert refused.status_code == 400 and needle in refused.json()["message"]
+    made = lc_http.post("/v1/admin/budgets", json=budget, headers=writer)
+    assert made.status_code == 201 and made.json()["tenant_id"] == "acme"

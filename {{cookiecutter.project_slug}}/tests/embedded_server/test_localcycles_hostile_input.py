@@ -233,7 +233,7 @@ FUND = f"/v1/admin/budgets/fund?scope=tenant:acme&unit={LC_UNIT}"
         ("/v1/admin/budgets", {"scope": None, "unit": LC_UNIT,
                                "allocated": {"unit": LC_UNIT, "amount": 1}}),
         ("/v1/admin/tenants", {"tenant_id": None}),
-        ("/v1/admin/api-keys", {"tenant_id": "acme", "key_secret": "k\ud800" * 8}),
+        ("/v1/admin/api-keys", {"tenant_id": "acme", "name": "n", "key_secret": "k\ud800" * 8}),
     ],
 )  # fmt: skip
 def test_null_amounts_and_fields_are_400(

@@ -127,15 +127,16 @@ def test_allow_with_overdraft_accrues_debt_up_to_the_limit(
     assert over.status == 409 and over.body["error"] == "OVERDRAFT_LIMIT_EXCEEDED"
     assert commit(lc_client, rid, 800).status == 200
 
-    # Debt with no overdraft allowed any more blocks new work with DEBT_OUTSTANDING.
+    # Debt above a limit lowered to 0 puts the scope over its limit, as the reference's
+    # budget update computes it (debt > overdraft_limit), whatever remains allocated.
     lc_ledger.set_budget("tenant:acme", allocated=2_000, overdraft_limit=0)
     blocked = lc_client.create_reservation(reservation_body(1))
-    assert blocked.status == 409 and blocked.body["error"] == "DEBT_OUTSTANDING"
+    assert blocked.status == 409 and blocked.body["error"] == "OVERDRAFT_LIMIT_EXCEEDED"
     decided = lc_client.decide(reservation_body(1))
     assert decided.body == {
         "decision": "DENY",
         "affected_scopes": ["tenant:acme"],
-        "reason_code": "DEBT_OUTSTANDING",
+        "reason_code": "OVERDRAFT_LIMIT_EXCEEDED",
     }
     repaid = lc_ledger.fund("tenant:acme", LC_UNIT, "REPAY_DEBT", 150)
     assert repaid["new_debt"]["amount"] == 0

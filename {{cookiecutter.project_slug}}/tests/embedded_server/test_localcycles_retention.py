@@ -95,6 +95,7 @@ def test_past_the_window_finished_calls_are_forgotten_but_live_holds_are_kept(
     done = reservation_body(100, key="finished")
     finished = reserve(ledger, done)["reservation_id"]
     ledger.release(LC_TENANT, finished, "r", payload_hash({"idempotency_key": "r"}))
+    ledger.max_reservation_ttl_ms = 86_400_000  # a tenant allowed day-long holds
     live_body = reservation_body(100, key="live", ttl_ms=86_400_000)
     live = reserve(ledger, live_body)["reservation_id"]
     for _ in range(3):  # keep it alive past the window: 3 x 10 h extensions

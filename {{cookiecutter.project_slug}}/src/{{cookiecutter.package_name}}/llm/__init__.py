@@ -1,6 +1,7 @@
 """LLM providers behind one small interface; :func:`build_provider` picks one by name.
 
-The offline ``fake`` provider is always available (development and tests use it);
+The offline ``fake`` provider is always available (development and tests use it unless
+``LLM_PROVIDER`` names another); ``prices`` says what the running model costs;
 {%- if cookiecutter.llm_provider == 'fake' %}
 add a real provider next to it by implementing :class:`LLMProvider`.
 {%- else %}
