@@ -125,11 +125,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
-from localcycles import routes as cycles_routes
+from localcycles.http import routes as cycles_routes
 
-from PKG import api, callers, create_app, pricing, sse
-from PKG.bodies import json_body
-from PKG.guard import GuardedCompletion, LlmCall
+from PKG import callers, create_app
+from PKG.budget import pricing
+from PKG.web import routes as api, sse
+from PKG.web.bodies import json_body
+from PKG.web.guard import GuardedCompletion, LlmCall
 from PKG.llm import LLMProvider, StreamProgress
 
 _RESERVATION_ID = re.compile(r"^/v1/reservations/[^/]+")
@@ -793,7 +795,8 @@ def remote_ledger_settings(package: str, workspace_isolation: bool) -> dict[str,
     from importlib import import_module
 
     config = import_module(f"{package}.config")
-    local_api_key: Callable[[str], str] = import_module(f"{package}.embedded_ledger").local_api_key
+    embedded = import_module(f"{package}.cycles.embedded_ledger")
+    local_api_key: Callable[[str], str] = embedded.local_api_key
     callers = ",".join(
         f"{tenant}={config.hash_api_key(config.dev_caller_key(tenant))}"
         for tenant in config.DEV_TENANTS
@@ -820,7 +823,7 @@ def guard_breakdown(package: str, env: dict[str, str], project: Path, db: Path, 
     ledger = import_module("localcycles").LocalLedger(str(db))
     workspace_isolation = _scope_of(ledger, RICH).startswith("tenant:operator/")
     ledger.close()
-    cycles_clients = import_module(f"{package}.cycles_clients")
+    cycles_clients = import_module(f"{package}.cycles.clients")
     keys = remote_ledger_settings(package, workspace_isolation)
     ledger_proc, ledger_url = start_ledger_process(project, db)
     try:
@@ -851,7 +854,7 @@ def time_guard_parts(app: Any, package: str, ledger_url: str, keys: dict[str, st
     import httpx
 
     state = import_module(f"{package}.state")
-    reservations = import_module(f"{package}.reservations")
+    reservations = import_module(f"{package}.budget.reservations")
     runcycles = import_module("runcycles")
     client = app.test_client()
     auth = {"Authorization": f"Bearer dev-key-{RICH}"}

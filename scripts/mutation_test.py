@@ -40,18 +40,18 @@ PACKAGE = "llm_service"
 # What the issue asks for: pricing, the guard, tenancy, config, the deny cache and the
 # embedded server's accounting, auth and lifecycle. Paths are relative to the bake's src/.
 DEFAULT_TARGETS = (
-    f"{PACKAGE}/pricing.py",
-    f"{PACKAGE}/guard.py",
-    f"{PACKAGE}/reservations.py",
-    f"{PACKAGE}/cycles_errors.py",
+    f"{PACKAGE}/budget/pricing.py",
+    f"{PACKAGE}/web/guard.py",
+    f"{PACKAGE}/budget/reservations.py",
+    f"{PACKAGE}/cycles/errors.py",
     f"{PACKAGE}/callers.py",
-    f"{PACKAGE}/cycles_tenancy.py",
+    f"{PACKAGE}/cycles/tenancy.py",
     f"{PACKAGE}/config.py",
-    f"{PACKAGE}/denycache.py",
-    "localcycles/accounting.py",
-    "localcycles/keys.py",
-    "localcycles/permissions.py",
-    "localcycles/lifecycle.py",
+    f"{PACKAGE}/budget/deny_cache.py",
+    "localcycles/ledger/accounting.py",
+    "localcycles/ledger/keys.py",
+    "localcycles/protocol/permissions.py",
+    "localcycles/ledger/lifecycle.py",
 )
 
 COMPARE_SWAPS: dict[type[ast.cmpop], list[type[ast.cmpop]]] = {
@@ -194,7 +194,7 @@ def test_command(mutant: Mutant) -> list[str]:
     tests = (
         ["tests"]
         if mutant.path.startswith("localcycles/")
-        else ["tests", "--ignore=tests/embedded_server"]
+        else ["tests", "--ignore=tests/localcycles"]
     )
     return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
 

@@ -43,12 +43,12 @@ PROMPT = "Summarize the resilience of a budget ledger in one line."
 _pkg = importlib.import_module(PACKAGE)
 _config = importlib.import_module(f"{PACKAGE}.config")
 _llm = importlib.import_module(f"{PACKAGE}.llm")
-_pricing = importlib.import_module(f"{PACKAGE}.pricing")
-_unsettled = importlib.import_module(f"{PACKAGE}.unsettled")
+_pricing = importlib.import_module(f"{PACKAGE}.budget.pricing")
+_unsettled = importlib.import_module(f"{PACKAGE}.budget.unsettled")
 _localcycles = importlib.import_module("localcycles")
 
 _callers = importlib.import_module(f"{PACKAGE}.callers")
-_cycles_tenancy = importlib.import_module(f"{PACKAGE}.cycles_tenancy")
+_cycles_tenancy = importlib.import_module(f"{PACKAGE}.cycles.tenancy")
 
 WORKSPACE = _cycles_tenancy.ISOLATION == "workspace"
 CYCLES_TENANT = OPERATOR if WORKSPACE else APP_TENANT
@@ -91,7 +91,7 @@ def wsgi_app() -> Any:
     clock, so "the hold has expired" needs no waiting for a real TTL.
     """
     app = _gated(_pkg.create_app())
-    embedded = importlib.import_module(f"{PACKAGE}.cycles_clients").local_server(app)
+    embedded = importlib.import_module(f"{PACKAGE}.cycles.clients").local_server(app)
     if embedded is not None:
         embedded.ledger.clock = _offset_clock(Path(os.environ["RESILIENCE_GATE"]))
     return app

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 # This environment's own pytest plugins that a generated project does not use; loading
 # them costs seconds per run.
 UNUSED_PLUGINS = ("-p", "no:cookies", "-p", "no:xdist", "-p", "no:xdist.looponfail")
-# The embedded server (src/localcycles) and its tests (tests/embedded_server) are copied
+# The embedded server (src/localcycles) and its tests (tests/localcycles) are copied
 # verbatim, without rendering, so they behave the same in every bake: run them on the defaults
 # only. Every other test file differs between bakes and runs on every row.
-VERBATIM_TESTS = "tests/embedded_server"
+VERBATIM_TESTS = "tests/localcycles"
 
 # Settings a developer's shell might carry that would leak into the generated suites.
 LEAKY_PREFIXES = (

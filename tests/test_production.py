@@ -677,7 +677,7 @@ def test_gunicorn_workers_share_the_embedded_ledger_and_enforce_the_budget_exact
     succeeds, every other one is a 402, and the ledger never overspends."""
     baked = bake(**DEFAULT)
     # The end-to-end no-overspend check must never skip silently: the route must exist.
-    assert '"/chat"' in (baked / "src" / PACKAGE / "api.py").read_text()
+    assert '"/chat"' in (baked / "src" / PACKAGE / "web" / "routes.py").read_text()
     project = fresh_copy(baked, tmp_path)
     db = tmp_path / "ledger.sqlite3"
     port = free_port()

@@ -124,7 +124,7 @@ def post_fork(server: Any, worker: Any) -> None:
             load_app()
             # The embedded ledger starts on first use; start it now, so that what only a
             # starting ledger finds (a busy CYCLES_LOCAL_PORT) stops gunicorn here.
-            from {{ cookiecutter.package_name }}.cycles_clients import local_server
+            from {{ cookiecutter.package_name }}.cycles.clients import local_server
 
             local_server(worker.wsgi)
         except ConfigError as error:

@@ -25,14 +25,18 @@ from hypothesis import HealthCheck, settings
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
-from {{ cookiecutter.package_name }} import create_app, cycles_clients
+from {{ cookiecutter.package_name }} import create_app
 {%- if cookiecutter.tenant_auth == "api_key" %}
 from {{ cookiecutter.package_name }}.config import hash_api_key
 {%- endif %}
+from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
 from {{ cookiecutter.package_name }}.llm import Completion, FakeProvider, StreamProgress
 from localcycles import LocalCyclesServer, LocalLedger
 from openapi_contract import responses_match_the_document  # noqa: F401
 from support.fault_proxy import FaultProxy
+
+# The embedded server's own fixtures (lc_server, lc_http, ...), for tests/localcycles/.
+pytest_plugins = ["support.localcycles_fixtures"]
 
 TENANTS = ("acme", "globex")
 UNIT = "USD_MICROCENTS"

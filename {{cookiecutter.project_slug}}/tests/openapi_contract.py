@@ -19,7 +19,7 @@ import jsonschema_rs
 import pytest
 from flask import Flask, Response, request, request_finished
 
-from {{ cookiecutter.package_name }} import openapi
+from {{ cookiecutter.package_name }}.web import openapi
 
 ERROR_SCHEMA = "#/components/schemas/ErrorResponse"
 # Answered by Flask itself for every route (Allow header; GET without its body).

@@ -32,9 +32,9 @@ from conftest import (
     cycles_tenant_of,
     forward_to,
 )
-from {{ cookiecutter.package_name }}.admin_api import RUNTIME_KEY_PERMISSIONS
+from {{ cookiecutter.package_name }}.commands.keys_file import read_keys_file
 from {{ cookiecutter.package_name }}.config import TENANT_ID_RE
-from {{ cookiecutter.package_name }}.keys_file import read_keys_file
+from {{ cookiecutter.package_name }}.cycles.admin_api import RUNTIME_KEY_PERMISSIONS
 from localcycles import LocalCyclesServer
 
 # --- the reference's rules (facts from cycles-server-admin 0.1.25.47) ----------------------

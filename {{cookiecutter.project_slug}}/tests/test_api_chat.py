@@ -16,9 +16,9 @@ from conftest import (
     auth_headers,
     forward_to,
 )
-from {{ cookiecutter.package_name }} import pricing
-from {{ cookiecutter.package_name }}.api import SUMMARY_SYSTEM_PROMPT
+from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import Completion, LLMProvider
+from {{ cookiecutter.package_name }}.web.routes import SUMMARY_SYSTEM_PROMPT
 from localcycles import LocalCyclesServer
 
 PROMPT = "Explain budgets for language model calls in one short paragraph, please."

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT, Provisioner, auth_headers
-from {{ cookiecutter.package_name }}.models import DeltaEvent, DoneEvent
+from {{ cookiecutter.package_name }}.web.schemas import DeltaEvent, DoneEvent
 
 
 def test_the_document_is_openapi_3_1_and_names_every_route(app: Flask, client: FlaskClient) -> None:

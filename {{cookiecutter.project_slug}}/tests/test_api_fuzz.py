@@ -27,8 +27,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conftest import Provisioner, app_env, auth_headers
-from {{ cookiecutter.package_name }} import openapi
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.web import openapi
 
 # A few dozen examples per route and mode ("thorough"); a handful with HYPOTHESIS_PROFILE=quick.
 EXAMPLES = max(5, settings.default.max_examples // 3)

@@ -16,7 +16,7 @@ from conftest import (
     assert_error,
     auth_headers,
 )
-from {{ cookiecutter.package_name }}.bodies import max_body_bytes
+from {{ cookiecutter.package_name }}.web.bodies import max_body_bytes
 
 JSON = {"Content-Type": "application/json", **auth_headers("acme")}
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from {{ cookiecutter.package_name }}.bounded_calls import CallRunner, Overran
+from {{ cookiecutter.package_name }}.budget.provider_deadlines import CallRunner, Overran
 
 PATIENCE_S = 30.0
 

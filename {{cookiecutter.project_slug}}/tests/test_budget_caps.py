@@ -6,7 +6,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import Provisioner, assert_error, auth_headers
-from {{ cookiecutter.package_name }} import pricing
+from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import Completion, LLMProvider
 
 PROMPT = "List every prime number below one hundred, separated by commas."

@@ -25,7 +25,7 @@ from conftest import (
     cycles_key,
     forward_to,
 )
-from {{ cookiecutter.package_name }}.unsettled import UnsettledStore
+from {{ cookiecutter.package_name }}.budget.unsettled import UnsettledStore
 from localcycles import LocalCyclesServer
 
 BODY = {"prompt": "Is anyone there?", "max_tokens": 16}

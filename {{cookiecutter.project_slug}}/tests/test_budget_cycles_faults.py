@@ -24,7 +24,8 @@ from conftest import (
     auth_headers,
     forward_to,
 )
-from {{ cookiecutter.package_name }} import pricing, state
+from {{ cookiecutter.package_name }} import state
+from {{ cookiecutter.package_name }}.budget import pricing
 from localcycles import LocalCyclesServer
 from support.fault_proxy import Cut, Delay, Drip, Drop, Fault, FaultProxy, Garble, Huge
 

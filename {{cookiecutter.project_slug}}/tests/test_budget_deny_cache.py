@@ -25,8 +25,8 @@ from conftest import (
     cycles_error,
     forward_to,
 )
-from {{ cookiecutter.package_name }} import pricing
-from {{ cookiecutter.package_name }}.denycache import DenyCache
+from {{ cookiecutter.package_name }}.budget import pricing
+from {{ cookiecutter.package_name }}.budget.deny_cache import DenyCache
 from {{ cookiecutter.package_name }}.errors import ApiError
 from localcycles import LocalCyclesServer
 

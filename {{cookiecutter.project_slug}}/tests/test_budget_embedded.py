@@ -11,10 +11,11 @@ import pytest
 from flask import Flask
 
 from conftest import budget_scope
-from {{ cookiecutter.package_name }} import create_app, cycles_clients
+from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.config import DEV_TENANTS, ConfigError
 {%- if cookiecutter.tenant_auth == "api_key" %}, dev_caller_key{% endif %}
-from {{ cookiecutter.package_name }}.embedded_ledger import EmbeddedCycles
+from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
+from {{ cookiecutter.package_name }}.cycles.embedded_ledger import EmbeddedCycles
 
 
 def dev_headers(tenant: str) -> dict[str, str]:

@@ -7,9 +7,10 @@ from pathlib import Path
 import httpx
 from flask import Flask
 
-from {{ cookiecutter.package_name }} import create_app, cycles_clients
+from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.config import DEV_TENANTS
-from {{ cookiecutter.package_name }}.embedded_ledger import EmbeddedCycles, local_api_key
+from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
+from {{ cookiecutter.package_name }}.cycles.embedded_ledger import EmbeddedCycles, local_api_key
 from localcycles import RUNTIME_PERMISSIONS
 
 

@@ -7,7 +7,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import Provisioner, assert_error, auth_headers, budget_scope
-from {{ cookiecutter.package_name }} import pricing
+from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import LLMProvider
 
 PROMPT = "Write a haiku about careful spending."

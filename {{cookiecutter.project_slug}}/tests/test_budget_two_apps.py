@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from conftest import TENANTS, Provisioner, auth_headers
-from {{ cookiecutter.package_name }} import cycles_clients
+from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
 from localcycles import LocalCyclesServer
 
 BODY = {"prompt": "Which ledger am I on?", "max_tokens": 16}

@@ -17,11 +17,11 @@ from flask import Flask
 from flask.cli import FlaskGroup
 
 from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.commands.keys_file import read_keys_file, recorded_keys
 {%- if cookiecutter.tenant_auth == "api_key" %}
 from {{ cookiecutter.package_name }}.config import Settings, hash_api_key
 {%- endif %}
-from {{ cookiecutter.package_name }}.cycles_clients import close
-from {{ cookiecutter.package_name }}.keys_file import read_keys_file, recorded_keys
+from {{ cookiecutter.package_name }}.cycles.clients import close
 from localcycles import LocalCyclesServer
 
 ADMIN_KEY = "test-admin-key"

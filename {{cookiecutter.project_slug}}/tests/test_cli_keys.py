@@ -30,8 +30,8 @@ from conftest import (
     forward_to,
 )
 from {{ cookiecutter.package_name }} import state
-from {{ cookiecutter.package_name }}.key_expiry import iso
-from {{ cookiecutter.package_name }}.keys_file import read_keys_file, recorded_keys
+from {{ cookiecutter.package_name }}.commands.keys_file import read_keys_file, recorded_keys
+from {{ cookiecutter.package_name }}.cycles.key_expiry import iso
 from localcycles import LocalCyclesServer
 
 # The Cycles tenant that owns acme's key (the operator, or acme itself).

@@ -19,14 +19,14 @@ from runcycles import CyclesClient, CyclesConfig
 
 from conftest import Provisioner, auth_headers
 from {{ cookiecutter.package_name }} import state
-from {{ cookiecutter.package_name }}.admin_api import Endpoint
-from {{ cookiecutter.package_name }}.cycles_transport import (
+from {{ cookiecutter.package_name }}.cycles.admin_api import Endpoint
+from {{ cookiecutter.package_name }}.cycles.runcycles_compat import install_transport
+from {{ cookiecutter.package_name }}.cycles.transport import (
     MAX_ANSWER_BYTES,
     BoundedHttpx,
     PlainHttp,
     bound_httpx,
 )
-from {{ cookiecutter.package_name }}.runcycles_compat import install_transport
 from localcycles import LocalCyclesServer
 from support.fault_proxy import Drip, Drop, FaultProxy, Huge
 

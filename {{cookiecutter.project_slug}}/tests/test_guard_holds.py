@@ -33,12 +33,14 @@ from conftest import (
     cycles_error,
     forward_to,
 )
-from {{ cookiecutter.package_name }} import guard, pricing, reservations, state
+from {{ cookiecutter.package_name }} import state
+from {{ cookiecutter.package_name }}.budget import pricing, reservations
+from {{ cookiecutter.package_name }}.budget.hold_keeper import HoldKeeper
+from {{ cookiecutter.package_name }}.budget.reservations import Hold
 from {{ cookiecutter.package_name }}.config import ConfigError
 from {{ cookiecutter.package_name }}.errors import ApiError
-from {{ cookiecutter.package_name }}.heartbeat import HoldKeeper
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
-from {{ cookiecutter.package_name }}.reservations import Hold
+from {{ cookiecutter.package_name }}.web import guard
 from localcycles import LocalCyclesServer
 
 PROMPT = "Summarise the quarterly numbers in two sentences."

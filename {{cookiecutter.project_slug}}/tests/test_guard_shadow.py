@@ -19,10 +19,10 @@ from conftest import (
     cycles_error,
     forward_to,
 )
-from {{ cookiecutter.package_name }} import pricing
+from {{ cookiecutter.package_name }}.budget import pricing
+from {{ cookiecutter.package_name }}.budget.unsettled import UnsettledStore
 from {{ cookiecutter.package_name }}.config import ConfigError
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
-from {{ cookiecutter.package_name }}.unsettled import UnsettledStore
 from localcycles import LocalCyclesServer
 
 PROMPT = "What would this have cost?"

@@ -27,11 +27,12 @@ import pytest
 from flask import Flask
 
 from conftest import TENANTS, CountingProvider, Provisioner, auth_headers
-from {{ cookiecutter.package_name }} import pricing, state
-from {{ cookiecutter.package_name }}.heartbeat import HoldKeeper
+from {{ cookiecutter.package_name }} import state
+from {{ cookiecutter.package_name }}.budget import pricing
+from {{ cookiecutter.package_name }}.budget.hold_keeper import HoldKeeper
+from {{ cookiecutter.package_name }}.budget.reservations import Hold
 from {{ cookiecutter.package_name }}.llm import StreamProgress
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
-from {{ cookiecutter.package_name }}.reservations import Hold
 from localcycles import LocalCyclesServer
 
 PROMPT = "Write out the whole ledger, line by line."

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from conftest import CountingProvider, Provisioner, auth_headers
-from {{ cookiecutter.package_name }} import pricing
+from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import ProviderError, StreamProgress
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
 

@@ -18,8 +18,9 @@ from gunicorn.glogging import Logger
 from gunicorn.sock import close_sockets, create_sockets
 {%- endif %}
 
-from {{ cookiecutter.package_name }} import create_app, cycles_clients, settings_source
+from {{ cookiecutter.package_name }} import create_app, settings_source
 from {{ cookiecutter.package_name }}.config import ConfigError
+from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
 
 CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
 # What the conf file and the app read: none may leak in from the developer's shell.

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from {{ cookiecutter.package_name }}.config import parse_instant
-from {{ cookiecutter.package_name }}.key_expiry import describe, encode, expiry_after, is_due, iso
+from {{ cookiecutter.package_name }}.cycles.key_expiry import describe, encode, expiry_after, is_due, iso
 
 NOW = datetime(2026, 12, 2, 9, 30, 15, 123456, tzinfo=UTC)
 

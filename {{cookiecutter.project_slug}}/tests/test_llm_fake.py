@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package_name }} import config, pricing
+from {{ cookiecutter.package_name }} import config
+from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import (
     AVAILABLE_PROVIDERS,
     MESSAGE_OVERHEAD_TOKENS,

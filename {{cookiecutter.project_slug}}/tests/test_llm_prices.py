@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from conftest import Provisioner, assert_error, auth_headers
-from {{ cookiecutter.package_name }} import pricing
+from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
 from {{ cookiecutter.package_name }}.llm import prices
 from localcycles import LocalCyclesServer

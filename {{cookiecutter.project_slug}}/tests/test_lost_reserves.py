@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from {{ cookiecutter.package_name }}.lost_reserves import MAX_RETRY_S, LostReserve, LostReserves
+from {{ cookiecutter.package_name }}.budget.lost_reserves import MAX_RETRY_S, LostReserve, LostReserves
 
 
 def drive(succeed_on: int | None, lapses_at: float) -> tuple[list[float], LostReserves]:

@@ -16,8 +16,9 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Provisioner, assert_error, auth_headers
-from {{ cookiecutter.package_name }} import pricing, state
-from {{ cookiecutter.package_name }}.metrics import OTHER_TENANT
+from {{ cookiecutter.package_name }} import state
+from {{ cookiecutter.package_name }}.budget import pricing
+from {{ cookiecutter.package_name }}.observability.metrics import OTHER_TENANT
 from localcycles import LocalCyclesServer
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -154,7 +155,8 @@ WORKER = """
 import sys
 from pathlib import Path
 from conftest import app_env, auth_headers
-from {{ cookiecutter.package_name }} import create_app, cycles_clients
+from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
 app = create_app(app_env(sys.argv[1], Path(sys.argv[2])))
 client = app.test_client()
 for _ in range(2):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package_name }} import pricing
+from {{ cookiecutter.package_name }}.budget import pricing
 
 INPUT_USD_PER_MILLION = Decimal("{{ cookiecutter.input_price_per_million_usd }}")
 OUTPUT_USD_PER_MILLION = Decimal("{{ cookiecutter.output_price_per_million_usd }}")

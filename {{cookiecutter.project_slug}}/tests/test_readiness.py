@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from conftest import Provisioner, assert_error, cycles_key, cycles_tenant_of
 from {{ cookiecutter.package_name }} import state
-from {{ cookiecutter.package_name }}.key_expiry import iso
+from {{ cookiecutter.package_name }}.cycles.key_expiry import iso
 from localcycles import LocalCyclesServer
 
 OWNER = cycles_tenant_of("acme")  # the Cycles tenant of acme's runtime key

@@ -20,8 +20,8 @@ from conftest import (
     caller_key,
     forward_to,
 )
-from {{ cookiecutter.package_name }} import pricing
-from {{ cookiecutter.package_name }}.request_log import LOGGER_NAME
+from {{ cookiecutter.package_name }}.budget import pricing
+from {{ cookiecutter.package_name }}.observability.request_log import LOGGER_NAME
 from localcycles import LocalCyclesServer
 
 PROMPT = "A prompt that must never appear in a log line"

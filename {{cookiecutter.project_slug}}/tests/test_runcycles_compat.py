@@ -14,8 +14,8 @@ import httpx
 import pytest
 from runcycles import CyclesClient
 
-from {{ cookiecutter.package_name }}.cycles_transport import bound_httpx
-from {{ cookiecutter.package_name }}.runcycles_compat import TESTED_RUNCYCLES_VERSIONS
+from {{ cookiecutter.package_name }}.cycles.runcycles_compat import TESTED_RUNCYCLES_VERSIONS
+from {{ cookiecutter.package_name }}.cycles.transport import bound_httpx
 
 
 def test_the_installed_runcycles_is_a_tested_version() -> None:

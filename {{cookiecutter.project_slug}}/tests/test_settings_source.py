@@ -20,8 +20,9 @@ from flask.cli import FlaskGroup, load_dotenv
 from flask.helpers import get_load_dotenv
 
 from conftest import Provisioner, app_env, auth_headers
-from {{ cookiecutter.package_name }} import create_app, cycles_clients, settings_source, state
+from {{ cookiecutter.package_name }} import create_app, settings_source, state
 from {{ cookiecutter.package_name }}.config import ConfigError
+from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
 from {{ cookiecutter.package_name }}.settings_source import SERVICE
 from localcycles import LocalCyclesServer
 

@@ -26,10 +26,11 @@ from conftest import (
     auth_headers,
     budget_scope,
 )
-from {{ cookiecutter.package_name }} import pricing, state
+from {{ cookiecutter.package_name }} import state
+from {{ cookiecutter.package_name }}.budget import pricing
+from {{ cookiecutter.package_name }}.budget.unsettled import MAX_BACKOFF_MS
 from {{ cookiecutter.package_name }}.llm import Completion
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
-from {{ cookiecutter.package_name }}.unsettled import MAX_BACKOFF_MS
 from localcycles import LocalCyclesServer
 from support.fault_proxy import FaultProxy, Refuse
 

@@ -20,7 +20,8 @@ import pytest
 from flask import Flask
 
 from conftest import Provisioner, auth_headers
-from {{ cookiecutter.package_name }} import pricing, state
+from {{ cookiecutter.package_name }} import state
+from {{ cookiecutter.package_name }}.budget import pricing
 from localcycles import LocalCyclesServer
 
 PROJECT = Path(__file__).resolve().parents[1]

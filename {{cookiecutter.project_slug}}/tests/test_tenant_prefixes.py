@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import Provisioner, app_env, assert_error, auth_headers, budget_scope
-from {{ cookiecutter.package_name }} import create_app, cycles_clients
+from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
 from localcycles import LocalCyclesServer
 
 TENANTS = ("acme", "acme-corp")

@@ -12,10 +12,11 @@ from flask import Flask
 from runcycles.journal import CommitJournal, PendingCommitRecord
 
 from conftest import CountingProvider, Provisioner, assert_error, auth_headers
-from {{ cookiecutter.package_name }} import reservations, state
+from {{ cookiecutter.package_name }} import state
+from {{ cookiecutter.package_name }}.budget import reservations
+from {{ cookiecutter.package_name }}.budget.unsettled import Charge, UnsettledStore
 from {{ cookiecutter.package_name }}.llm import StreamProgress
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
-from {{ cookiecutter.package_name }}.unsettled import Charge, UnsettledStore
 from localcycles import LocalCyclesServer
 
 MAX_TOKENS = 256

@@ -12,19 +12,17 @@ Cycles v0 wire protocol and the provisioning subset of the reference admin API::
     server.stop()
 
 Or as its own process: ``python -m localcycles --db PATH [--port N] [--admin-key K]``.
-Where things live: ``ledger`` assembles the ledger from ``keys`` (tenants, API keys,
-authentication), ``budget_admin`` (budgets and funding), ``lifecycle`` (reserve, commit,
-release, extend, decide, events) and ``reads`` (queries), over the SQL helpers in ``rows``
-and ``db``; ``retention`` prunes what is past the replay window. ``routes`` is the HTTP
-surface (auth, ``permissions``, and validation by ``validation`` / ``admin_requests``);
-``server`` and ``http_*`` are the transport.
+Where things live: ``protocol`` (validation, scopes, permissions, errors: no I/O),
+``ledger`` (the SQLite ledger: keys, budgets, the reservation lifecycle, reads, retention)
+and ``http`` (codec, connection front end, routes, server); each uses only those before it.
+``process`` runs the server as its own process.
 """
 
-from .errors import LedgerError
-from .ledger import LocalLedger
-from .permissions import RUNTIME_PERMISSIONS
+from .http.server import LocalCyclesServer
+from .ledger.local_ledger import LocalLedger
 from .process import main, spawn_server_process
-from .server import LocalCyclesServer
+from .protocol.errors import LedgerError
+from .protocol.permissions import RUNTIME_PERMISSIONS
 
 __all__ = [
     "RUNTIME_PERMISSIONS",

@@ -15,8 +15,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .retention import DEFAULT_REPLAY_WINDOW_DAYS
-from .server import LocalCyclesServer
+from .http.server import LocalCyclesServer
+from .ledger.retention import DEFAULT_REPLAY_WINDOW_DAYS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,8 +8,13 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import api, bodies, cli, cycles_clients, errors, metrics, request_log, settings_source, state
+from . import errors, settings_source, state
+from .commands import cli
+from .cycles import clients as cycles_clients
 from .llm import build_provider
+from .observability import metrics, request_log
+from .web import bodies
+from .web import routes as api
 
 
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:

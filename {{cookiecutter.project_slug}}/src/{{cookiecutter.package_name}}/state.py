@@ -15,9 +15,9 @@ from flask import Flask, current_app
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .cycles_clients import CyclesClients
+    from .cycles.clients import CyclesClients
     from .llm import LLMProvider
-    from .metrics import Metrics
+    from .observability.metrics import Metrics
 
 SETTINGS = "settings"
 CYCLES = "cycles"

@@ -1,0 +1,1 @@
+"""The money-safety core: holds, pricing, reservations, the hold keeper."""

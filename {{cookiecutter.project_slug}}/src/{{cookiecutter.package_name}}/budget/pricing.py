@@ -1,0 +1,120 @@
+"""What a model call costs, in integer USD microcents, and money in and out of that unit.
+
+Prices are given in US dollars per million tokens (how providers publish them) and are
+stored as integer USD microcents per million tokens: $1 = 100,000,000 microcents, so
+$2.50/M is 250 microcents per token. All arithmetic is on integers and rounds up, so a
+price such as $0.075/M bills exactly and the ledger never drifts through floating point.
+
+Which prices apply is the running model's business (``llm/prices.py``): the app passes
+its ``Settings.llm_prices``; without ``prices`` the model chosen at generation is priced.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from runcycles import Unit
+
+from ..llm.base import MESSAGE_OVERHEAD_TOKENS
+from ..llm.prices import (
+    CACHED_INPUT_MICROCENTS_PER_MILLION,
+    GENERATED,
+    INPUT_MICROCENTS_PER_MILLION,
+    MICROCENTS_PER_USD,
+    MODEL,
+    OUTPUT_MICROCENTS_PER_MILLION,
+    ModelPrices,
+)
+
+__all__ = [
+    "CACHED_INPUT_MICROCENTS_PER_MILLION",
+    "GENERATED",
+    "INPUT_MICROCENTS_PER_MILLION",
+    "MESSAGE_OVERHEAD_TOKENS",
+    "MICROCENTS_PER_USD",
+    "MODEL",
+    "OUTPUT_MICROCENTS_PER_MILLION",
+    "UNIT",
+    "ModelPrices",
+    "cost",
+    "estimate",
+    "format_usd",
+    "max_input_tokens",
+    "usd_to_microcents",
+]
+
+# Every amount the app sends Cycles is in this unit.
+UNIT = Unit.USD_MICROCENTS.value
+USD_DECIMAL_PLACES = 8  # one microcent
+TOKENS_PER_PRICE_UNIT = 1_000_000
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def cost(
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cached_input_tokens: int = 0,
+    prices: ModelPrices = GENERATED,
+) -> int:
+    """The exact charge for a call at ``prices``, in USD microcents, rounded up.
+
+    ``cached_input_tokens`` is the part of ``input_tokens`` the provider served from its
+    prompt cache (OpenAI's ``cached_tokens``), billed at the cached-input price; the rest
+    of the input is billed at the full input price.
+    """
+    if input_tokens < 0 or output_tokens < 0 or cached_input_tokens < 0:
+        raise ValueError("token counts must not be negative")
+    if cached_input_tokens > input_tokens:
+        raise ValueError("cached input tokens are part of the input tokens: at most as many")
+    input_cost = (input_tokens - cached_input_tokens) * prices.input
+    cached_cost = cached_input_tokens * prices.cached_input
+    output_cost = output_tokens * prices.output
+    return _ceil_div(input_cost + cached_cost + output_cost, TOKENS_PER_PRICE_UNIT)
+
+
+def max_input_tokens(*texts: str) -> int:
+    """An upper bound on the input tokens the given message texts can take.
+
+    Byte-level BPE tokenizers (OpenAI's, Anthropic's) never produce more tokens than the
+    text has UTF-8 bytes, so bytes plus per-message overhead is a safe ceiling; it is
+    generous, and the commit later charges only what the provider reports.
+    """
+    return sum(len(text.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for text in texts)
+
+
+def estimate(*texts: str, max_tokens: int, prices: ModelPrices = GENERATED) -> int:
+    """The most a call with these input texts and output limit can cost, in microcents.
+
+    This is what gets reserved: it is never below :func:`cost` of the real usage, as long
+    as the provider honours ``max_tokens`` (every input token is priced at the full input
+    price, which is never below the cached one).
+    """
+    return cost(max_input_tokens(*texts), max_tokens, prices=prices)
+
+
+def usd_to_microcents(text: str) -> int:
+    """``"5.00"`` (US dollars, at most 8 decimals, not negative) as integer microcents.
+
+    Raises ValueError with a message fit for the person who typed ``text``.
+    """
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not an amount of US dollars like 5.00") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{text!r} is not an amount of US dollars like 5.00")
+    microcents = value * MICROCENTS_PER_USD
+    if microcents != microcents.to_integral_value():
+        raise ValueError(f"{text!r} has more than {USD_DECIMAL_PLACES} decimals (1 microcent)")
+    return int(microcents)
+
+
+def format_usd(microcents: int) -> str:
+    """``$7.50``: whole cents as money, smaller fractions with every significant digit."""
+    dollars = Decimal(abs(microcents)) / MICROCENTS_PER_USD
+    shown = f"{dollars:.2f}" if dollars == round(dollars, 2) else f"{dollars.normalize():f}"
+    return f"{'-' if microcents < 0 else ''}${shown}"

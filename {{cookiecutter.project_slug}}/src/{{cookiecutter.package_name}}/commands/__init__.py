@@ -1,0 +1,1 @@
+"""`flask cycles ...` and `flask tenants ...`."""

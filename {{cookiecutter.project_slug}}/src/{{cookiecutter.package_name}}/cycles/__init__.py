@@ -1,0 +1,1 @@
+"""The link to a Cycles server: clients, errors, tenancy, transport, admin API."""

@@ -1,0 +1,243 @@
+"""Prometheus metrics, served at ``GET /metrics``.
+
+Everything is per app (its own registry), and correct under several gunicorn workers:
+with ``PROMETHEUS_MULTIPROC_DIR`` set before the workers start (``gunicorn.conf.py`` sets
+one), every worker writes its values to files there and ``/metrics`` adds them up, in
+whichever worker answers.
+
+``/metrics`` shows every tenant's spend, so it is not for callers: it requires
+``Authorization: Bearer <METRICS_TOKEN>`` when that is set, and without it is open only in
+development and testing (production answers 404 until a token is configured).
+
+Labels stay bounded: routes are URL rules (one label for every unmatched path), tenants
+are the configured ones, error codes and outcomes are the app's stable codes, and models
+are the ones the provider reports.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Flask, Response, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from runcycles import CyclesClient, CyclesConfig, CyclesResponse
+
+from .. import state
+from ..config import Settings
+from ..errors import ApiError
+
+if TYPE_CHECKING:
+    from ..budget.reservations import Hold, Settlement, Usage
+
+OTHER_TENANT = "_other"  # tenant ids cannot contain "_", so this is never one
+
+# actual cost / reserved estimate: how much of each hold the call used.
+RATIO_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.5, 2.0)
+CYCLES_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+bp = Blueprint("metrics", __name__)
+
+
+class Metrics:
+    """The app's metrics; recorded through the methods below, never by hand elsewhere."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._tenants = frozenset(settings.tenants)
+        registry = self.registry
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer a request (a stream: until it ended), by route.",
+            ["route"],
+            registry=registry,
+        )
+        self.reservations = Counter(
+            "cycles_reservations",
+            "Reservations asked for, by route and outcome "
+            "(held, shadow, unguarded, denied, error), per tenant.",
+            ["route", "outcome", "tenant"],
+            registry=registry,
+        )
+        self.denials = Counter(
+            "cycles_denials",
+            "Requests refused by the budget (402) or its rate limit (429), by reason.",
+            ["reason", "tenant"],
+            registry=registry,
+        )
+        self.settlements = Counter(
+            "cycles_settlements",
+            "Holds settled, by outcome (committed, late, pending, event, released, recovered).",
+            ["outcome", "tenant"],
+            registry=registry,
+        )
+        self.charged = Counter(
+            "cycles_charged_usd_microcents",
+            "USD microcents charged to the budget, per tenant.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.uncharged = Counter(
+            "cycles_uncharged_usd_microcents",
+            "Spend the budget could not record (no overdraft room left), per tenant.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.cost_ratio = Histogram(
+            "cycles_cost_estimate_ratio",
+            "Actual cost / reserved estimate per call: the headroom the holds carry.",
+            ["route"],
+            buckets=RATIO_BUCKETS,
+            registry=registry,
+        )
+        self.cycles_seconds = Histogram(
+            "cycles_call_duration_seconds",
+            "Latency of calls to the Cycles server, by operation and result.",
+            ["operation", "result"],
+            buckets=CYCLES_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "llm_tokens",
+            "Tokens the provider reported, by model and direction (input, output).",
+            ["model", "direction"],
+            registry=registry,
+        )
+
+    # --- recording ------------------------------------------------------------------
+
+    def tenant_label(self, tenant: str | None) -> str:
+        return tenant if tenant in self._tenants else OTHER_TENANT
+
+    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+    def reservation(self, route: str, outcome: str, tenant: str) -> None:
+        self.reservations.labels(route, outcome, self.tenant_label(tenant)).inc()
+
+    def denial(self, reason: str, tenant: str) -> None:
+        self.denials.labels(reason, self.tenant_label(tenant)).inc()
+
+    def settlement(self, hold: Hold, usage: Usage, settlement: Settlement) -> None:
+        tenant = self.tenant_label(hold.tenant)
+        self.settlements.labels(settlement.outcome, tenant).inc()
+        self.charged.labels(tenant).inc(max(0, settlement.charged))
+        if hold.estimate > 0:
+            self.cost_ratio.labels(hold.route).observe(settlement.charged / hold.estimate)
+        self.tokens.labels(usage.model, "input").inc(max(0, usage.input_tokens))
+        self.tokens.labels(usage.model, "output").inc(max(0, usage.output_tokens))
+
+    def settled_later(self, tenant: str, outcome: str, uncharged: int) -> None:
+        """What the settler did away from any request: ``recovered`` a stream of a worker
+        that died, or found spend the budget could not take (``uncharged``)."""
+        label = self.tenant_label(tenant)
+        if outcome == "recovered":
+            self.settlements.labels("recovered", label).inc()
+        if uncharged > 0:
+            self.uncharged.labels(label).inc(uncharged)
+
+    def release(self, hold: Hold) -> None:
+        self.settlements.labels("released", self.tenant_label(hold.tenant)).inc()
+        if hold.estimate > 0:
+            self.cost_ratio.labels(hold.route).observe(0.0)
+
+    def cycles_call(self, operation: str, seconds: float, response: CyclesResponse) -> None:
+        if response.is_success:
+            result = "ok"
+        elif response.status <= 0:
+            result = "no_answer"
+        else:
+            result = str(response.status)
+        self.cycles_seconds.labels(operation, result).observe(seconds)
+
+    # --- exposition -----------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        directory = self.settings.prometheus_multiproc_dir
+        if directory is None:
+            return generate_latest(self.registry)
+        # Several workers: add up what every worker (live or exited) wrote there.
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=str(directory))  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
+
+
+class TimedCyclesClient(CyclesClient):
+    """A runcycles client that times each Cycles call the guard makes."""
+
+    def __init__(self, config: CyclesConfig, metrics: Metrics) -> None:
+        super().__init__(config)
+        self._metrics = metrics
+
+    def _timed(self, operation: str, started: float, response: CyclesResponse) -> CyclesResponse:
+        self._metrics.cycles_call(operation, time.perf_counter() - started, response)
+        return response
+
+    def create_reservation(self, request: Any) -> CyclesResponse:
+        started = time.perf_counter()
+        return self._timed("reserve", started, super().create_reservation(request))
+
+    def commit_reservation(self, reservation_id: str, request: Any) -> CyclesResponse:
+        started = time.perf_counter()
+        return self._timed("commit", started, super().commit_reservation(reservation_id, request))
+
+    def release_reservation(self, reservation_id: str, request: Any) -> CyclesResponse:
+        started = time.perf_counter()
+        response = super().release_reservation(reservation_id, request)
+        return self._timed("release", started, response)
+
+    def extend_reservation(self, reservation_id: str, request: Any) -> CyclesResponse:
+        started = time.perf_counter()
+        return self._timed("extend", started, super().extend_reservation(reservation_id, request))
+
+    def create_event(self, request: Any) -> CyclesResponse:
+        started = time.perf_counter()
+        return self._timed("event", started, super().create_event(request))
+
+    def get_balances(self, **query_params: str) -> CyclesResponse:
+        started = time.perf_counter()
+        return self._timed("balances", started, super().get_balances(**query_params))
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    metrics = state.metrics()
+    settings = metrics.settings
+    token = settings.metrics_token
+    if token is None:
+        if settings.app_env == "production":
+            # Off until configured: every tenant's spend is in here.
+            raise ApiError(404, "not_found", "The requested URL was not found on the server.")
+    else:
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        valid = scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), token.encode()
+        )
+        if not valid:
+            raise ApiError(401, "unauthorized", "Send 'Authorization: Bearer <METRICS_TOKEN>'.")
+    return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def init_app(app: Flask) -> Metrics:
+    """Create the app's metrics and time its Cycles calls (after ``cycles_clients.init_app``)."""
+    metrics = app.extensions[state.METRICS] = Metrics(state.settings(app))
+    state.cycles(app).client_factory = lambda config: TimedCyclesClient(config, metrics)
+    state.cycles(app).settler.report = metrics.settled_later
+    app.register_blueprint(bp)
+    return metrics

@@ -1,0 +1,1 @@
+"""HTTP: routes, the guard, streaming, bodies, schemas and the API document."""

@@ -1,0 +1,102 @@
+"""Atomicity under contention: threads on one server, and two server processes on one file."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from runcycles import CyclesClient
+
+from localcycles import LocalLedger, spawn_server_process
+from support.localcycles_kit import LC_UNIT, reservation_body
+
+THREADS = 16
+ATTEMPTS = 5  # per thread
+WINNERS = 20  # the budget covers exactly this many holds
+AMOUNT = 100
+SUBJECT = {"tenant": "acme", "workspace": "prod"}
+
+
+def race(clients: list[CyclesClient]) -> Counter[int]:
+    """16 threads reserve concurrently (round-robin over clients); returns status counts."""
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(THREADS)
+
+    def worker(n: int) -> None:
+        client = clients[n % len(clients)]
+        start.wait()
+        for _ in range(ATTEMPTS):
+            resp = client.create_reservation(reservation_body(AMOUNT, subject=SUBJECT))
+            with lock:
+                statuses[resp.status] += 1
+            if resp.status == 409:
+                assert resp.body["error"] == "BUDGET_EXCEEDED"
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def assert_exhausted_exactly(ledger: LocalLedger) -> None:
+    for scope in ("tenant:acme", "tenant:acme/workspace:prod"):
+        row = ledger.budget(scope, LC_UNIT)
+        assert row is not None
+        assert row["reserved"] == WINNERS * AMOUNT
+        assert row["remaining"] == row["allocated"] - WINNERS * AMOUNT >= 0
+
+
+def test_sixteen_threads_get_exactly_the_budget(
+    lc_ledger: LocalLedger, lc_client: CyclesClient
+) -> None:
+    lc_ledger.set_budget("tenant:acme", allocated=1_000_000)
+    lc_ledger.set_budget("tenant:acme/workspace:prod", allocated=WINNERS * AMOUNT)
+    statuses = race([lc_client])
+    assert statuses == Counter({200: WINNERS, 409: THREADS * ATTEMPTS - WINNERS})
+    assert_exhausted_exactly(lc_ledger)
+    assert (lc_ledger.budget("tenant:acme/workspace:prod") or {})["remaining"] == 0
+
+
+@pytest.fixture
+def shared_file(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A provisioned ledger file and an API key; no server of its own."""
+    path = str(tmp_path / "shared.sqlite3")
+    ledger = LocalLedger(path)
+    ledger.create_tenant("acme")
+    key = ledger.create_api_key("acme")
+    ledger.set_budget("tenant:acme", allocated=WINNERS * AMOUNT)
+    ledger.set_budget("tenant:acme/workspace:prod", allocated=10**9)
+    ledger.close()
+    yield path, key
+
+
+def test_two_server_processes_on_one_file_get_exactly_the_budget(
+    shared_file: tuple[str, str], lc_client_factory: Callable[..., CyclesClient]
+) -> None:
+    path, key = shared_file
+    procs = [spawn_server_process(path) for _ in range(2)]
+    try:
+        clients = [lc_client_factory(key, base_url=url) for _, url in procs]
+        statuses = race(clients)
+        assert statuses == Counter({200: WINNERS, 409: THREADS * ATTEMPTS - WINNERS})
+        # A hold made through one process is visible to (and committable through) the other.
+        listed = clients[1].list_reservations(status="ACTIVE", limit="200")
+        assert len(listed.body["reservations"]) == WINNERS
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    ledger = LocalLedger(path)
+    try:
+        assert_exhausted_exactly(ledger)
+        assert (ledger.budget("tenant:acme") or {})["remaining"] == 0
+    finally:
+        ledger.close()
