@@ -33,8 +33,8 @@ Then a summary of the figures against their targets.
 The unguarded twin, without a production kill switch: gunicorn serves a bench-only WSGI
 module written into the temp dir (``bench_wsgi:create_bench_app()``). It builds the app with
 ``create_app()`` and adds ``POST /bench/chat-unguarded``, which authenticates the caller as
-``/chat`` does, parses the body with the same ``api.parse_chat`` and then runs ``/chat``'s
-own view function (``inspect.unwrap(api.chat)``, the function under ``@guarded``) with an
+``/chat`` does, parses the body with the same ``routes.chat_call`` and then runs ``/chat``'s
+own view function (``inspect.unwrap(routes.chat)``, the function under ``@guarded``) with an
 ``UnguardedCall``: the same provider call (``complete``, or ``stream`` framed by the same
 ``sse`` module and ending with the same ``done`` summary) and the same answer, but no
 reservation, no commit, no heartbeat, no helper thread. The difference between the two
@@ -129,9 +129,10 @@ from localcycles.http import routes as cycles_routes
 
 from PKG import callers, create_app
 from PKG.budget import pricing
-from PKG.web import routes as api, sse
-from PKG.web.bodies import json_body
+from PKG.web import routes, sse
+from PKG.web.bodies import json_body, validate
 from PKG.web.guard import GuardedCompletion, LlmCall
+from PKG.web.schemas import ChatRequest
 from PKG.llm import LLMProvider, StreamProgress
 
 _RESERVATION_ID = re.compile(r"^/v1/reservations/[^/]+")
@@ -207,8 +208,9 @@ class UnguardedCall:
 
 def chat_unguarded() -> Response:
     """POST /chat's own view, undecorated: same auth, parsing, provider and answer."""
-    call = api.parse_chat(json_body(), current_app.extensions["settings"])
-    view: Any = inspect.unwrap(api.chat)  # the function under @guarded (functools.wraps)
+    settings = current_app.extensions["settings"]
+    call = routes.chat_call(validate(ChatRequest, json_body(), settings), settings)
+    view: Any = inspect.unwrap(routes.chat)  # the function under @guarded (functools.wraps)
     response: Response = view(UnguardedCall(call, current_app.extensions["llm"]))
     return response
 

@@ -37,7 +37,8 @@ from pathlib import Path
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = "llm_service"
 
-# What the issue asks for: pricing, the guard, tenancy, config, the deny cache and the
+# What the issue asks for: pricing and money, the guard (decorator, held calls, streams),
+# tenancy, config (settings, reader, per-answer parts), the deny cache and the
 # embedded server's accounting, auth and lifecycle. Paths are relative to the bake's src/.
 DEFAULT_TARGETS = (
     f"{PACKAGE}/budget/pricing.py",
@@ -47,6 +48,13 @@ DEFAULT_TARGETS = (
     f"{PACKAGE}/callers.py",
     f"{PACKAGE}/cycles/tenancy.py",
     f"{PACKAGE}/config.py",
+    f"{PACKAGE}/config_reader.py",
+    f"{PACKAGE}/config_values.py",
+    f"{PACKAGE}/config_callers.py",
+    f"{PACKAGE}/config_tenancy.py",
+    f"{PACKAGE}/money.py",
+    f"{PACKAGE}/web/calls.py",
+    f"{PACKAGE}/web/streaming.py",
     f"{PACKAGE}/budget/deny_cache.py",
     "localcycles/ledger/accounting.py",
     "localcycles/ledger/keys.py",

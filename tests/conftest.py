@@ -1,26 +1,18 @@
-"""Shared helpers for the template's own tests: bake once per answer set, reuse the result."""
+"""Fixtures for the template's own tests: bake once per answer set, reuse the result.
+
+Plain helpers (the template's folder and prompts, the answer matrix, local HTTP, shared
+caches) live in tests/support/.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent
-COOKIECUTTER_JSON = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
-
-# Prompts that offer a fixed list of choices, with their allowed values in prompt order.
-CHOICE_PROMPTS: dict[str, list[str]] = {
-    key: value
-    for key, value in COOKIECUTTER_JSON.items()
-    if isinstance(value, list) and not key.startswith("_")
-}
-
-Baker = Callable[..., Path]
+from support.baking import Baker
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +30,3 @@ def bake(cookies_session: Any) -> Iterator[Baker]:
         return cache[key]
 
     yield _bake
-
-
-def fresh_copy(project: Path, tmp_path: Path) -> Path:
-    """A private copy of a (shared, session-cached) bake, for a test that writes into it."""
-    target = tmp_path / project.name
-    shutil.copytree(project, target, ignore=shutil.ignore_patterns("__pycache__", ".*_cache"))
-    return target

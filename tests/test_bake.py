@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CHOICE_PROMPTS, TEMPLATE_DIR, Baker
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
-from matrix import COVER, MATRIX, row_id, uncovered
+from support.baking import CHOICE_PROMPTS, TEMPLATE_DIR, Baker
+from support.matrix import COVER, MATRIX, row_id, uncovered
 
 from local_extensions import default_model, model_prices, usd_to_microcents
 

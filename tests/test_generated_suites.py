@@ -1,6 +1,6 @@
 """Run the generated projects' own test suites and type checks on a covering subset.
 
-The subset is the defaults plus a pairwise cover of the choice prompts (see matrix.py).
+The subset is the defaults plus a pairwise cover of the choice prompts (see support/matrix.py).
 Every generated suite runs in this interpreter's environment, where .ci/run installed the
 union of the generated projects' dependencies once: no virtualenv per bake.
 """
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Baker, fresh_copy
-from matrix import COVER, row_id
-from runcache import hypothesis_storage, shared_mypy_cache
+from support.baking import Baker, fresh_copy
+from support.matrix import COVER, row_id
+from support.runcache import hypothesis_storage, shared_mypy_cache
 
 pytestmark = pytest.mark.slow
 

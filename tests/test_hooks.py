@@ -12,11 +12,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import CHOICE_PROMPTS, COOKIECUTTER_JSON, TEMPLATE_DIR, Baker
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 from hypothesis import given
 from hypothesis import strategies as st
+from support.baking import CHOICE_PROMPTS, COOKIECUTTER_JSON, TEMPLATE_DIR, Baker
 
 
 def load_hook(name: str) -> ModuleType:

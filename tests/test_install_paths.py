@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Baker, fresh_copy
+from support.baking import Baker, fresh_copy
 
 VENV_BIN = Path(sys.executable).parent
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -69,7 +69,15 @@ def test_uv_path_installs_and_tests_the_default_bake(bake: Baker, tmp_path: Path
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert (project / "uv.lock").is_file() and (project / ".venv").is_dir()
     tests = run(
-        [uv, "run", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pricing.py"],
+        [
+            uv,
+            "run",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/llm_service/budget/test_pricing.py",
+        ],
         project,
         {**env, "HYPOTHESIS_PROFILE": "quick"},
         timeout=300,

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE_DIR, Baker
-from localhttp import http
+from support.baking import TEMPLATE_DIR, Baker
+from support.localhttp import http
 
 pytestmark = pytest.mark.slow
 

@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TEMPLATE_DIR, Baker, fresh_copy
-from localhttp import free_port, http, stop_group, wait_until_serving
-from runcache import shared_mypy_cache
+from support.baking import TEMPLATE_DIR, Baker, fresh_copy
+from support.localhttp import free_port, http, stop_group, wait_until_serving
+from support.runcache import shared_mypy_cache
 
 VENV_BIN = Path(sys.executable).parent
 PACKAGE = "llm_service"
@@ -79,9 +79,10 @@ def names_read_by(path: Path) -> set[str]:
 
 
 def app_setting_names(project: Path) -> set[str]:
-    config = project / "src" / PACKAGE / "config.py"
+    # config.py and the modules that read its sections (config_reader.py, config_callers.py...)
+    config = set().union(*map(names_read_by, (project / "src" / PACKAGE).glob("config*.py")))
     provider_keys = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}  # read as f"{PROVIDER}_API_KEY"
-    return names_read_by(config) | names_read_by(project / "gunicorn.conf.py") | provider_keys
+    return config | names_read_by(project / "gunicorn.conf.py") | provider_keys
 
 
 # --- gunicorn ------------------------------------------------------------------------------
@@ -447,8 +448,8 @@ def check_settings(project: Path, env: Mapping[str, str], tmp_path: Path) -> str
     """Load the app's settings from exactly ``env`` (as the container would); print a summary."""
     script = (
         "import json, os, sys; from pathlib import Path;"
-        f"from {PACKAGE}.config import Settings;"
-        "s = Settings.from_env(json.loads(sys.argv[1]), Path(sys.argv[2]));"
+        f"from {PACKAGE}.config_reader import read_settings;"
+        "s = read_settings(json.loads(sys.argv[1]), Path(sys.argv[2]));"
         "print(s.app_env, s.cycles_base_url, sorted(s.tenants))"
     )
     result = run(

@@ -8,7 +8,7 @@ import json
 import re
 from decimal import Decimal
 
-from conftest import CHOICE_PROMPTS, TEMPLATE_DIR
+from support.baking import CHOICE_PROMPTS, TEMPLATE_DIR
 
 
 def fenced_commands(markdown: str, heading: str) -> list[str]:

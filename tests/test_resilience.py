@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Baker
-from localhttp import free_port, http
+from support.baking import Baker
+from support.localhttp import free_port, http
 
 pytestmark = pytest.mark.slow
 
 PACKAGE = "llm_service"
-DRIVER = Path(__file__).with_name("resilience_driver.py")
+DRIVER = Path(__file__).parent / "support" / "resilience_driver.py"
 DEV_AUTH = {"Authorization": "Bearer dev-key-acme"}  # the default bake: api_key auth
 TTL_MS = 60_000  # CYCLES_RESERVATION_TTL_MS default
 GRACE_MS = 5_000  # the protocol's default grace period after expiry

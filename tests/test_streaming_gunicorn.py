@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Baker, fresh_copy
-from localhttp import free_port, stop_group, wait_until_serving
-from localhttp import http as json_request
+from support.baking import Baker, fresh_copy
+from support.localhttp import free_port, stop_group, wait_until_serving
+from support.localhttp import http as json_request
 
 pytestmark = pytest.mark.slow
 

@@ -69,7 +69,7 @@ _request_budget_s = _number("LLM_TIMEOUT", 30) + 2 * _number("CYCLES_READ_TIMEOU
 timeout = math.ceil(_request_budget_s) + 15
 # That timeout watches each worker's main loop, not its request threads: a thread whose
 # write is blocked on a client that stopped reading is freed by the app, which charges such
-# a stream and cuts its connection within 1.5 x STREAM_WRITE_TIMEOUT (heartbeat.py).
+# a stream and cuts its connection within 1.5 x STREAM_WRITE_TIMEOUT (budget/hold_keeper.py).
 _stuck_stream_s = (
     1.5 * _number("STREAM_WRITE_TIMEOUT", 30)
     + _number("CYCLES_CONNECT_TIMEOUT", 2)
@@ -134,8 +134,8 @@ def post_fork(server: Any, worker: Any) -> None:
     worker.load_wsgi = load_app_reporting_config_errors
 
 
-# Metrics of every worker (metrics.py): prometheus-client's multiprocess mode keeps each
-# worker's values in files in PROMETHEUS_MULTIPROC_DIR, and /metrics adds them up.
+# Metrics of every worker (observability/metrics.py): prometheus-client's multiprocess mode
+# keeps each worker's values in files in PROMETHEUS_MULTIPROC_DIR, and /metrics adds them up.
 _METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _metrics_dir_ready: list[str] = []
 _metrics_dir_made: list[str] = []  # made here (not given): removed when gunicorn exits
@@ -168,14 +168,18 @@ def on_exit(server: Any) -> None:
     """gunicorn stops: remove the metrics directory it made for this run (not a given one)."""
     for directory in _metrics_dir_made:
         shutil.rmtree(directory, ignore_errors=True)
-{%- if cookiecutter.tenant_auth == "trusted_header" %}
 
 
 def when_ready(server: Any) -> None:
-    """Callers are whoever sets ``X-Tenant-ID``: warn when more than this machine can."""
+    """Warn when gunicorn listens beyond this machine and the way callers are named lets
+    anyone who reaches the port pick a tenant (trusted_header auth: web/caller_scheme.py)."""
     import ipaddress
     import socket
 
+    from {{ cookiecutter.package_name }}.web.caller_scheme import EXPOSED_LISTENER_WARNING
+
+    if EXPOSED_LISTENER_WARNING is None:
+        return
     exposed = []
     for listener in server.LISTENERS:
         if listener.sock.family == socket.AF_UNIX:
@@ -184,10 +188,4 @@ def when_ready(server: Any) -> None:
         if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
             exposed.append(str(listener))
     if exposed:
-        server.log.warning(
-            "Listening beyond loopback at %s with trusted_header auth: anyone who can reach "
-            "this port can claim any tenant in X-Tenant-ID. Let only your gateway reach it, "
-            "or bind 127.0.0.1 (GUNICORN_BIND).",
-            ", ".join(exposed),
-        )
-{%- endif %}
+        server.log.warning(EXPOSED_LISTENER_WARNING, ", ".join(exposed))

@@ -8,16 +8,12 @@ what the app sends on its way to the real one.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
@@ -26,14 +22,25 @@ from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }} import create_app
-{%- if cookiecutter.tenant_auth == "api_key" %}
-from {{ cookiecutter.package_name }}.config import hash_api_key
-{%- endif %}
 from {{ cookiecutter.package_name }}.cycles import clients as cycles_clients
-from {{ cookiecutter.package_name }}.llm import Completion, FakeProvider, StreamProgress
 from localcycles import LocalCyclesServer, LocalLedger
-from openapi_contract import responses_match_the_document  # noqa: F401
+
+# Helpers live in tests/support/; those imported ``as`` themselves are re-exported, for tests
+# that import them from here (``from conftest import auth_headers``).
+from support.callers_kit import auth_headers as auth_headers
+from support.callers_kit import caller_settings
+from support.cycles_stub import CyclesStub, Responder, StubServers
+from support.cycles_stub import StubReply as StubReply
+from support.cycles_stub import StubRequest as StubRequest
+from support.cycles_stub import answering as answering
+from support.cycles_stub import cycles_error as cycles_error
+from support.cycles_stub import forward_to as forward_to
 from support.fault_proxy import FaultProxy
+from support.keys import caller_key as caller_key
+from support.keys import cycles_key
+from support.openapi_contract import responses_match_the_document  # noqa: F401
+from support.providers import CountingProvider as CountingProvider
+from support.tenancy_kit import budget_scope, cycles_settings, cycles_tenant_of
 
 # The embedded server's own fixtures (lc_server, lc_http, ...), for tests/localcycles/.
 pytest_plugins = ["support.localcycles_fixtures"]
@@ -42,7 +49,6 @@ TENANTS = ("acme", "globex")
 UNIT = "USD_MICROCENTS"
 # $100 per tenant unless a test sets less: no test runs out by accident.
 DEFAULT_BUDGET = 100 * 100_000_000
-CYCLES_OPERATOR = "operator"  # workspace isolation: the Cycles tenant that owns the app
 ADMIN_KEY = "test-admin-key"
 # Settings the tests depend on, pinned so the developer's environment cannot leak in.
 MAX_PROMPT_CHARS = 2_000
@@ -96,34 +102,6 @@ def no_dotenv() -> Iterator[None]:
         yield
 
 
-def caller_key(tenant: str) -> str:
-    """The API key a test caller presents for ``tenant`` (api_key auth)."""
-    return f"caller-key-{tenant}"
-
-
-def cycles_key(cycles_tenant: str) -> str:
-    """The Cycles runtime API key of ``cycles_tenant`` on the test server."""
-    return f"test-cycles-key-{cycles_tenant}"
-
-
-def auth_headers(tenant: str) -> dict[str, str]:
-    """How a caller proves it is ``tenant`` in this project."""
-{%- if cookiecutter.tenant_auth == "api_key" %}
-    return {"Authorization": f"Bearer {caller_key(tenant)}"}
-{%- else %}
-    return {"X-Tenant-ID": tenant}
-{%- endif %}
-
-
-def budget_scope(tenant: str) -> str:
-    """The Cycles scope holding app tenant ``tenant``'s budget."""
-{%- if cookiecutter.tenant_isolation == "workspace" %}
-    return f"tenant:{CYCLES_OPERATOR}/workspace:{tenant}"
-{%- else %}
-    return f"tenant:{tenant}"
-{%- endif %}
-
-
 def app_env(base_url: str, tmp_path: Path, tenants: tuple[str, ...] = TENANTS) -> dict[str, str]:
     """Every setting an app under test needs to reach ``base_url`` as ``tenants``."""
     env = {
@@ -139,28 +117,12 @@ def app_env(base_url: str, tmp_path: Path, tenants: tuple[str, ...] = TENANTS) -
         "DEFAULT_MAX_TOKENS": str(DEFAULT_MAX_TOKENS),
         "MAX_TOKENS_LIMIT": str(MAX_TOKENS_LIMIT),
         "PROMETHEUS_MULTIPROC_DIR": "",  # one process: metrics in memory (see test_metrics)
-{%- if cookiecutter.tenant_auth == "api_key" %}
-        "TENANT_API_KEYS": ",".join(f"{t}={hash_api_key(caller_key(t))}" for t in tenants),
-{%- else %}
-        "TENANTS": ",".join(tenants),
-{%- endif %}
-{%- if cookiecutter.tenant_isolation == "workspace" %}
-        "CYCLES_TENANT": CYCLES_OPERATOR,
-        "CYCLES_API_KEY": cycles_key(CYCLES_OPERATOR),
-{%- else %}
-        "CYCLES_TENANT_API_KEYS": ",".join(f"{t}={cycles_key(t)}" for t in tenants),
-{%- endif %}
+        # Who the callers are and which Cycles credentials the app holds: bake-time answers,
+        # each kept in a whole file (support/callers_kit.py, support/tenancy_kit.py).
+        **caller_settings(tenants),
+        **cycles_settings(tenants),
     }
     return env
-
-
-def cycles_tenant_of(tenant: str) -> str:
-    """The Cycles tenant that holds app tenant ``tenant``'s budget."""
-{%- if cookiecutter.tenant_isolation == "workspace" %}
-    return CYCLES_OPERATOR
-{%- else %}
-    return tenant
-{%- endif %}
 
 
 class Provisioner:
@@ -279,156 +241,13 @@ def assert_error(response: TestResponse, status: int, error: str) -> dict[str, A
     return body
 
 
-# --- a stand-in Cycles server --------------------------------------------------------------
-
-
-@dataclass
-class StubRequest:
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: Any
-
-
-@dataclass
-class StubReply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-Responder = Callable[[StubRequest], StubReply]
-
-
-@dataclass
-class CyclesStub:
-    base_url: str
-    requests: list[StubRequest]
-
-    def bodies(self, path_suffix: str) -> list[Any]:
-        return [r.body for r in self.requests if r.path.split("?")[0].endswith(path_suffix)]
-
-
-def cycles_error(status: int, code: str, **headers: str) -> StubReply:
-    """An error exactly as a Cycles server sends it (``headers`` such as Retry-After)."""
-    body = {"error": code, "message": f"{code} (upstream detail)", "request_id": "req_1"}
-    return StubReply(status, {**body, "trace_id": "0af7651916cd43dd8448eb211c80319c"}, headers)
-
-
-def answering(forward: Responder, path_suffix: str, reply: StubReply) -> Responder:
-    """Pass every request on to ``forward``, but answer those to ``path_suffix`` with ``reply``."""
-
-    def respond(request: StubRequest) -> StubReply:
-        return reply if request.path.endswith(path_suffix) else forward(request)
-
-    return respond
-
-
-def forward_to(base_url: str) -> Responder:
-    """A responder that passes every request on to a real server (to record traffic)."""
-
-    def forward(req: StubRequest) -> StubReply:
-        wanted = {"x-cycles-api-key", "x-admin-api-key", "x-idempotency-key", "content-type"}
-        headers = {k: v for k, v in req.headers.items() if k.lower() in wanted}
-        content = json.dumps(req.body).encode() if req.body is not None else None
-        upstream = httpx.request(
-            req.method, base_url + req.path, content=content, headers=headers, timeout=10
-        )
-        keep = {"retry-after", "x-request-id"}
-        return StubReply(
-            upstream.status_code,
-            upstream.json(),
-            {k: v for k, v in upstream.headers.items() if k.lower() in keep},
-        )
-
-    return forward
-
-
 @pytest.fixture
 def cycles_stub() -> Iterator[Callable[[Responder], CyclesStub]]:
-    """``cycles_stub(responder)``: a tiny HTTP server answering as ``responder`` says."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(responder: Responder) -> CyclesStub:
-        seen: list[StubRequest] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in separate writes
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                request = StubRequest(
-                    self.command, self.path, dict(self.headers), json.loads(raw) if raw else None
-                )
-                seen.append(request)
-                reply = responder(request)
-                data = b"" if reply.body is None else json.dumps(reply.body).encode()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep test output clean
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
-        return CyclesStub(f"http://127.0.0.1:{server.server_address[1]}", seen)
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-# --- providers that tests can watch or hold back ------------------------------------------
-
-
-class CountingProvider(FakeProvider):
-    """The fake provider, counting its calls; ``gate`` (if set) holds each call until set.
-
-    A held call lets a test act while a request is between its reservation and its commit.
-    """
-
-    def __init__(self, *, gate: threading.Event | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.calls = 0
-        self.started = threading.Semaphore(0)  # released once per call that began
-        self.gate = gate
-        self._lock = threading.Lock()
-
-    def _begin(self) -> None:
-        with self._lock:
-            self.calls += 1
-        self.started.release()
-        if self.gate is not None:
-            self.gate.wait()
-
-    def complete(self, *, prompt: str, max_tokens: int, system: str | None = None) -> Completion:
-        self._begin()
-        return super().complete(prompt=prompt, max_tokens=max_tokens, system=system)
-
-    def stream(
-        self,
-        *,
-        prompt: str,
-        max_tokens: int,
-        progress: StreamProgress,
-        system: str | None = None,
-    ) -> Iterator[str]:
-        self._begin()
-        return super().stream(
-            prompt=prompt, max_tokens=max_tokens, progress=progress, system=system
-        )
+    """``cycles_stub(responder)``: a stand-in Cycles server answering as ``responder`` says
+    (tests/support/cycles_stub.py), stopped after the test."""
+    servers = StubServers()
+    yield servers.start
+    servers.close()
 
 
 # --- the app behind a real socket --------------------------------------------------------

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import errors, settings_source, state
-from .commands import cli
-from .cycles import clients as cycles_clients
-from .llm import build_provider
+from . import commands, errors, settings_source
+from .budget import service
+from .config import SETTINGS_EXTENSION
+from .cycles import clients
+from .llm import PROVIDER_EXTENSION, build_provider
 from .observability import metrics, request_log
-from .web import bodies
-from .web import routes as api
+from .web import bodies, routes
 
 
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
@@ -26,21 +26,25 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     """
     app = Flask(__name__, instance_relative_config=True)
     settings = settings_source.load(Path(app.instance_path), overrides)
-    app.extensions[state.SETTINGS] = settings
+    app.extensions[SETTINGS_EXTENSION] = settings
     app.config["TESTING"] = settings.app_env == "testing"
     app.config["MAX_CONTENT_LENGTH"] = bodies.max_body_bytes(settings)
     os.makedirs(app.instance_path, exist_ok=True)
 
     # Kept on the app so tests (and operators) can swap the provider per app.
-    app.extensions[state.LLM] = build_provider(
+    app.extensions[PROVIDER_EXTENSION] = build_provider(
         settings.llm_provider,
         model=settings.llm_model,
         api_key=settings.llm_api_key,
         timeout_s=settings.llm_timeout,
     )
     errors.init_app(app)
-    cycles_clients.init_app(app)
-    request_log.init_app(app, metrics.init_app(app), json_lines=settings.log_format == "json")
-    app.register_blueprint(api.bp)
-    cli.init_app(app)
+    # Observability first: it subscribes to the app's budget signals and times every
+    # Cycles call (its client factory), so the Cycles clients are built with it.
+    app_metrics = metrics.init_app(app)
+    request_log.init_app(app, app_metrics, json_lines=settings.log_format == "json")
+    clients.init_app(app, client_factory=app_metrics.timed_client)
+    service.init_app(app)
+    app.register_blueprint(routes.bp)
+    commands.init_app(app)
     return app

@@ -69,5 +69,5 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        log.error("unhandled error", exc_info=exc)  # with its traceback, in the log only
         return error_response(500, "internal_error", "The server failed to handle the request.")

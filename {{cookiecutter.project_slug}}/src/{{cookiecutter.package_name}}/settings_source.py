@@ -23,6 +23,7 @@ from flask import Flask
 from flask.helpers import get_load_dotenv
 
 from .config import DEV_TENANTS, ConfigError, Settings, dev_caller_key, hash_api_key
+from .config_reader import read_settings
 
 SERVICE = "{{ cookiecutter.project_slug }}"
 PACKAGE = __name__.rpartition(".")[0]
@@ -72,7 +73,7 @@ def load(
     env = environment(overrides)
     problems = [] if env.get("APP_ENV", "").strip() or not require_app_env else [APP_ENV_REQUIRED]
     try:
-        settings = Settings.from_env(env, instance_path)
+        settings = read_settings(env, instance_path)
     except ConfigError as error:
         raise ConfigError([*problems, *error.problems]) from None
     if problems:

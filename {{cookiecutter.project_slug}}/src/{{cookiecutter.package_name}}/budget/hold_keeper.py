@@ -26,10 +26,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Literal
 
-from .reservations import Hold
+from runcycles import CyclesClient
+
+from ..cycles.errors import error_code, non_negative_int
+from .holds import Hold
 
 log = logging.getLogger(__name__)
 
@@ -281,3 +285,50 @@ class HoldKeeper:
                 wait = None if next_due is None else max(0.0, next_due - self._clock())
                 if wait is None or wait > 0:
                     self._wake.wait(timeout=wait)
+
+
+# --- one extension --------------------------------------------------------------------
+
+
+# Extension failures that can never succeed later: the heartbeat stops trying.
+PERMANENT_EXTEND_FAILURES = frozenset(
+    {
+        "RESERVATION_EXPIRED",
+        "RESERVATION_FINALIZED",
+        "MAX_EXTENSIONS_EXCEEDED",
+        "NOT_FOUND",
+        "TENANT_CLOSED",
+    }
+)
+
+
+def extend_hold(client_for: Callable[[str], CyclesClient], hold: Hold, ttl_ms: int) -> bool:
+    """Push ``hold``'s expiry out by ``ttl_ms``; True when Cycles took the extension."""
+    if not hold.held or hold.settled:
+        return False
+    assert hold.reservation_id is not None
+    body = {"idempotency_key": str(uuid.uuid4()), "extend_by_ms": ttl_ms}
+    sent_at = time.monotonic()
+    response = client_for(hold.tenant).extend_reservation(hold.reservation_id, body)
+    result = response.body if isinstance(response.body, dict) else {}
+    if response.is_success and result.get("status") == "ACTIVE":
+        remaining = non_negative_int(result.get("remaining_ttl_ms"))
+        # Without the server's remaining time, assume the extension added exactly one TTL.
+        hold.expires_at = (
+            hold.expires_at + ttl_ms / 1000 if remaining is None else sent_at + remaining / 1000
+        )
+        hold.extensions += 1
+        return True
+    code = error_code(response)
+    if response.status == 410 or code in PERMANENT_EXTEND_FAILURES:
+        hold.extendable = False
+    if hold.settled:
+        return False  # committed while the extension was on its way: nothing to keep
+    log.warning(
+        "Cycles extension of %s failed (HTTP %s %s)%s",
+        hold.reservation_id,
+        response.status,
+        code,
+        "" if hold.extendable else "; the stream ends before its hold lapses",
+    )
+    return False

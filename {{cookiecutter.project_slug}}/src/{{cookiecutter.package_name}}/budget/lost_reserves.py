@@ -25,6 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runcycles import CyclesClient
+
+from ..cycles.errors import is_unavailable
+
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 0.25
@@ -155,3 +159,30 @@ class LostReserves:
                 wait = min(self._due.values()) - self._clock()
                 if wait > 0:
                     self._wake.wait(wait)
+
+
+def release_lost(client_for: Callable[[str], CyclesClient], lost: LostReserve) -> bool:
+    """One attempt to release a hold whose reserve answer was lost; True once nothing is
+    held any more."""
+    client = client_for(lost.tenant)
+    if lost.reservation_id is None:
+        # The same key and body: Cycles answers with the original reservation (or makes it
+        # now, if the first attempt never arrived; it is released just the same).
+        replay = client.create_reservation(lost.create_body)
+        if not replay.is_success:
+            # A 4xx is a verdict (denied, invalid): nothing was held. No answer, a 5xx, a
+            # rejected key or a rate limit say nothing yet: try again.
+            status = replay.status
+            return not (is_unavailable(status) or status in (401, 403, 408, 429))
+        body = replay.body if isinstance(replay.body, dict) else {}
+        reservation_id = body.get("reservation_id")
+        if not isinstance(reservation_id, str):
+            return "decision" in body  # a well-formed answer without a hold: nothing held
+        lost.reservation_id = reservation_id
+    body = {"idempotency_key": lost.release_key, "reason": "reserve_answer_lost"}
+    response = client.release_reservation(lost.reservation_id, body)
+    if response.is_success or response.status in (404, 409, 410):
+        # Released now, or finalized, expired or unknown: either way nothing is held.
+        log.info("Released Cycles hold %s (its reserve answer was lost)", lost.reservation_id)
+        return True
+    return False

@@ -1,4 +1,4 @@
-"""What a model call costs, in integer USD microcents, and money in and out of that unit.
+"""What a model call costs, in integer USD microcents (money.py: the unit and dollars).
 
 Prices are given in US dollars per million tokens (how providers publish them) and are
 stored as integer USD microcents per million tokens: $1 = 100,000,000 microcents, so
@@ -11,16 +11,11 @@ its ``Settings.llm_prices``; without ``prices`` the model chosen at generation i
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
-from runcycles import Unit
-
 from ..llm.base import MESSAGE_OVERHEAD_TOKENS
 from ..llm.prices import (
     CACHED_INPUT_MICROCENTS_PER_MILLION,
     GENERATED,
     INPUT_MICROCENTS_PER_MILLION,
-    MICROCENTS_PER_USD,
     MODEL,
     OUTPUT_MICROCENTS_PER_MILLION,
     ModelPrices,
@@ -31,21 +26,14 @@ __all__ = [
     "GENERATED",
     "INPUT_MICROCENTS_PER_MILLION",
     "MESSAGE_OVERHEAD_TOKENS",
-    "MICROCENTS_PER_USD",
     "MODEL",
     "OUTPUT_MICROCENTS_PER_MILLION",
-    "UNIT",
     "ModelPrices",
     "cost",
     "estimate",
-    "format_usd",
     "max_input_tokens",
-    "usd_to_microcents",
 ]
 
-# Every amount the app sends Cycles is in this unit.
-UNIT = Unit.USD_MICROCENTS.value
-USD_DECIMAL_PLACES = 8  # one microcent
 TOKENS_PER_PRICE_UNIT = 1_000_000
 
 
@@ -94,27 +82,3 @@ def estimate(*texts: str, max_tokens: int, prices: ModelPrices = GENERATED) -> i
     price, which is never below the cached one).
     """
     return cost(max_input_tokens(*texts), max_tokens, prices=prices)
-
-
-def usd_to_microcents(text: str) -> int:
-    """``"5.00"`` (US dollars, at most 8 decimals, not negative) as integer microcents.
-
-    Raises ValueError with a message fit for the person who typed ``text``.
-    """
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise ValueError(f"{text!r} is not an amount of US dollars like 5.00") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{text!r} is not an amount of US dollars like 5.00")
-    microcents = value * MICROCENTS_PER_USD
-    if microcents != microcents.to_integral_value():
-        raise ValueError(f"{text!r} has more than {USD_DECIMAL_PLACES} decimals (1 microcent)")
-    return int(microcents)
-
-
-def format_usd(microcents: int) -> str:
-    """``$7.50``: whole cents as money, smaller fractions with every significant digit."""
-    dollars = Decimal(abs(microcents)) / MICROCENTS_PER_USD
-    shown = f"{dollars:.2f}" if dollars == round(dollars, 2) else f"{dollars.normalize():f}"
-    return f"{'-' if microcents < 0 else ''}${shown}"

@@ -82,16 +82,17 @@ class Settler:
         fail_open: bool = False,
         background: bool = True,
         on_start: Callable[[], None] | None = None,
+        report: Reporter = _no_report,
     ) -> None:
-        """``on_start()`` runs once, before the first pass (to bring in older records)."""
+        """``on_start()`` runs once, before the first pass (to bring in older records);
+        ``report`` hears of charges the budget could not take and streams recovered."""
         self.store = store
         self._on_start = on_start
         self._client_for = client_for
         self._fail_open = fail_open
         # False: no thread; the owner (a test) calls run_due. Set it before the first use.
         self.background = background
-        # metrics.init_app sets this: charges the budget could not take, streams recovered.
-        self.report: Reporter = _no_report
+        self.report = report
         # Epoch milliseconds; tests that move the Cycles server's clock move this one too.
         self.clock: Callable[[], int] = now_ms
         self._wake = threading.Condition()

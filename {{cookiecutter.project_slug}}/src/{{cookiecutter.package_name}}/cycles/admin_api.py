@@ -3,9 +3,9 @@ that provision tenants, runtime API keys and budgets.
 
 Requests have exactly the reference admin API's shapes (cycles-server-admin, port 7979, at
 the version compose pins), so the same commands provision the embedded development ledger
-and a real Cycles stack; tests/test_admin_requests.py checks every body against the
-reference's validation rules. Any failure becomes a one-line :class:`click.ClickException`,
-never a traceback.
+and a real Cycles stack; its test (``cycles/test_admin_api_requests.py`` under ``tests/``)
+checks every body against the reference's validation rules. Any failure becomes a one-line
+:class:`click.ClickException`, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import click
 import httpx
 
-from ..budget.pricing import UNIT
+from ..money import UNIT
 from . import key_expiry
 from .transport import bound_httpx
 

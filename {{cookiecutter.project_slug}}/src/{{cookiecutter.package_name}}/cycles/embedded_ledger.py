@@ -21,9 +21,9 @@ from decimal import Decimal
 
 from localcycles import LedgerError, LocalCyclesServer, LocalLedger
 
-from ..budget.pricing import MICROCENTS_PER_USD
 from ..config import ConfigError, Settings
-from . import tenancy as cycles_tenancy
+from ..money import MICROCENTS_PER_USD
+from . import tenancy
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ def start(settings: Settings) -> EmbeddedCycles:
 
 
 def seed(ledger: LocalLedger, settings: Settings) -> dict[str, str]:
-    """Create what each app tenant needs (see cycles_tenancy.py); each one's runtime key."""
-    return cycles_tenancy.seed(
+    """Create what each app tenant needs (see tenancy.py); each one's runtime key."""
+    return tenancy.seed(
         ledger,
         settings,
         budget_microcents(settings),

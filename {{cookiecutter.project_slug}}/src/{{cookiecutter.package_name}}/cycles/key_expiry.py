@@ -11,12 +11,24 @@ readiness probe costs no admin call and the app needs no admin key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from flask import Flask, current_app
+
 from ..config import Settings, parse_instant
-from . import tenancy as cycles_tenancy
+from . import tenancy
+
+CLOCK = "wall_clock"  # tests set a fixed wall clock here (weeks pass without waiting)
+
+
+def now(app: Flask | None = None) -> datetime:
+    """The wall-clock time (UTC) as the app sees it: the clock set on the app, if any."""
+    extensions = (app if app is not None else current_app).extensions
+    clock: Callable[[], datetime] | None = extensions.get(CLOCK)
+    return clock() if clock is not None else datetime.now(UTC)
+
 
 DAY_S = 86_400
 
@@ -90,7 +102,7 @@ def check(settings: Settings, now: datetime) -> KeyCheck:
     """The recorded expiry of every runtime key the app uses, against ``now``."""
     expired: list[str] = []
     expiring: list[str] = []
-    used = dict.fromkeys(cycles_tenancy.cycles_tenant(settings, t) for t in settings.tenants)
+    used = dict.fromkeys(tenancy.cycles_tenant(settings, t) for t in settings.tenants)
     for cycles_tenant in used:
         expires_at = settings.cycles_key_expires_at.get(cycles_tenant)
         if expires_at is None:

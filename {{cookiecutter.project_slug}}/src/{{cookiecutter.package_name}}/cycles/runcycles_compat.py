@@ -4,7 +4,7 @@
 ``_post``/``_get`` call ``post``/``get`` on it). :func:`install_transport` replaces it:
 
 * for an ``http://`` base URL with no proxy configured, with
-  :class:`~.cycles_transport.PlainHttp` (http.client: about 0.1 ms of CPU per call where
+  :class:`~.transport.PlainHttp` (http.client: about 0.1 ms of CPU per call where
   httpx costs about 0.4 ms, and a guarded request makes two calls), which answers with real
   httpx responses and raises httpx's errors, so runcycles handles both as before;
 * otherwise (``https://``, a proxy) with runcycles' own httpx client, unchanged but for its
@@ -15,12 +15,12 @@ it still holds is read once (:func:`journaled_settlements`) and moved to this ap
 store (unsettled.py), so an upgrade loses no spend.
 
 Either way every call keeps to a total deadline and an answer size cap (see
-cycles_transport.py): runcycles bounds only each socket operation.
+transport.py): runcycles bounds only each socket operation.
 
 Tested with the runcycles versions in :data:`TESTED_RUNCYCLES_VERSIONS`; the project pins
-runcycles to them, and ``tests/test_runcycles_compat.py`` fails loudly when the installed
-runcycles no longer has what this module uses. When upgrading runcycles, run that test,
-then add the new version here.
+runcycles to them, and its test (``cycles/test_runcycles_compat.py`` under ``tests/``) fails
+loudly when the installed runcycles no longer has what this module uses. When upgrading
+runcycles, run that test, then add the new version here.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 def install_transport(client: CyclesClient, config: CyclesConfig) -> bool:
     """Make every call of ``client`` keep to the call deadline the TTL rule assumes and to
-    the answer cap (cycles_transport.py); True when it got the lean plain-HTTP transport."""
+    the answer cap (transport.py); True when it got the lean plain-HTTP transport."""
     total_s = cycles_call_budget_ms(config.connect_timeout, config.read_timeout) / 1000
     old = client._http  # the httpx.Client runcycles made; its headers carry the API key
     url = urlsplit(config.base_url)

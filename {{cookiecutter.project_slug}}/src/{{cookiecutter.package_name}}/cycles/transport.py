@@ -328,7 +328,8 @@ def bound_httpx(http: httpx.Client, *, total_s: float) -> BoundedHttpx:
 
     httpx has no total deadline and lets no one pass a network backend, so each pool's
     httpcore backend (``transport._pool._network_backend``, which httpcore documents as
-    pluggable) is wrapped here; tests/test_runcycles_compat.py fails when httpx changes it.
+    pluggable) is wrapped here; ``cycles/test_runcycles_compat.py`` under ``tests/`` fails
+    when httpx changes it.
     """
     transports = [http._transport, *(t for t in http._mounts.values() if t is not None)]
     for transport in transports:

@@ -9,6 +9,11 @@ whichever worker answers.
 ``Authorization: Bearer <METRICS_TOKEN>`` when that is set, and without it is open only in
 development and testing (production answers 404 until a token is configured).
 
+The budget's part is heard, not called: :meth:`Metrics.subscribe` connects to the budget
+signals (budget/signals.py) of one app, and every Cycles client the app makes is a
+:class:`TimedCyclesClient` (create_app hands :meth:`Metrics.timed_client` to the Cycles
+clients as their factory).
+
 Labels stay bounded: routes are URL rules (one label for every unmatched path), tenants
 are the configured ones, error codes and outcomes are the app's stable codes, and models
 are the ones the provider reports.
@@ -18,9 +23,9 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,18 +36,18 @@ from prometheus_client import (
 )
 from runcycles import CyclesClient, CyclesConfig, CyclesResponse
 
-from .. import state
-from ..config import Settings
+from ..budget import signals
+from ..budget.holds import Hold, Settlement, Usage
+from ..config import Settings, app_settings
 from ..errors import ApiError
-
-if TYPE_CHECKING:
-    from ..budget.reservations import Hold, Settlement, Usage
 
 OTHER_TENANT = "_other"  # tenant ids cannot contain "_", so this is never one
 
 # actual cost / reserved estimate: how much of each hold the call used.
 RATIO_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.5, 2.0)
 CYCLES_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+EXTENSION = "metrics"
 
 bp = Blueprint("metrics", __name__)
 
@@ -54,69 +59,76 @@ class Metrics:
         self.settings = settings
         self.registry = CollectorRegistry(auto_describe=True)
         self._tenants = frozenset(settings.tenants)
-        registry = self.registry
+        self._define_call_metrics()
+        self._define_budget_metrics()
+
+    def _define_call_metrics(self) -> None:
+        """Requests, Cycles calls and provider tokens."""
         self.requests = Counter(
             "http_requests",
             "HTTP requests answered, by route, method and status.",
             ["route", "method", "status"],
-            registry=registry,
+            registry=self.registry,
         )
         self.request_seconds = Histogram(
             "http_request_duration_seconds",
             "Time to answer a request (a stream: until it ended), by route.",
             ["route"],
-            registry=registry,
-        )
-        self.reservations = Counter(
-            "cycles_reservations",
-            "Reservations asked for, by route and outcome "
-            "(held, shadow, unguarded, denied, error), per tenant.",
-            ["route", "outcome", "tenant"],
-            registry=registry,
-        )
-        self.denials = Counter(
-            "cycles_denials",
-            "Requests refused by the budget (402) or its rate limit (429), by reason.",
-            ["reason", "tenant"],
-            registry=registry,
-        )
-        self.settlements = Counter(
-            "cycles_settlements",
-            "Holds settled, by outcome (committed, late, pending, event, released, recovered).",
-            ["outcome", "tenant"],
-            registry=registry,
-        )
-        self.charged = Counter(
-            "cycles_charged_usd_microcents",
-            "USD microcents charged to the budget, per tenant.",
-            ["tenant"],
-            registry=registry,
-        )
-        self.uncharged = Counter(
-            "cycles_uncharged_usd_microcents",
-            "Spend the budget could not record (no overdraft room left), per tenant.",
-            ["tenant"],
-            registry=registry,
-        )
-        self.cost_ratio = Histogram(
-            "cycles_cost_estimate_ratio",
-            "Actual cost / reserved estimate per call: the headroom the holds carry.",
-            ["route"],
-            buckets=RATIO_BUCKETS,
-            registry=registry,
+            registry=self.registry,
         )
         self.cycles_seconds = Histogram(
             "cycles_call_duration_seconds",
             "Latency of calls to the Cycles server, by operation and result.",
             ["operation", "result"],
             buckets=CYCLES_SECONDS_BUCKETS,
-            registry=registry,
+            registry=self.registry,
         )
         self.tokens = Counter(
             "llm_tokens",
             "Tokens the provider reported, by model and direction (input, output).",
             ["model", "direction"],
-            registry=registry,
+            registry=self.registry,
+        )
+
+    def _define_budget_metrics(self) -> None:
+        """What the budget did: reservations, denials, settlements, charges."""
+        self.reservations = Counter(
+            "cycles_reservations",
+            "Reservations asked for, by route and outcome "
+            "(held, shadow, unguarded, denied, error), per tenant.",
+            ["route", "outcome", "tenant"],
+            registry=self.registry,
+        )
+        self.denials = Counter(
+            "cycles_denials",
+            "Requests refused by the budget (402) or its rate limit (429), by reason.",
+            ["reason", "tenant"],
+            registry=self.registry,
+        )
+        self.settlements = Counter(
+            "cycles_settlements",
+            "Holds settled, by outcome (committed, late, pending, event, released, recovered).",
+            ["outcome", "tenant"],
+            registry=self.registry,
+        )
+        self.charged = Counter(
+            "cycles_charged_usd_microcents",
+            "USD microcents charged to the budget, per tenant.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.uncharged = Counter(
+            "cycles_uncharged_usd_microcents",
+            "Spend the budget could not record (no overdraft room left), per tenant.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.cost_ratio = Histogram(
+            "cycles_cost_estimate_ratio",
+            "Actual cost / reserved estimate per call: the headroom the holds carry.",
+            ["route"],
+            buckets=RATIO_BUCKETS,
+            registry=self.registry,
         )
 
     # --- recording ------------------------------------------------------------------
@@ -165,6 +177,46 @@ class Metrics:
         else:
             result = str(response.status)
         self.cycles_seconds.labels(operation, result).observe(seconds)
+
+    def timed_client(self, config: CyclesConfig) -> CyclesClient:
+        """A runcycles client that records how long each Cycles call took (the factory of
+        the app's Cycles clients)."""
+        return TimedCyclesClient(config, self)
+
+    # --- what the budget reports (budget/signals.py) -----------------------------------
+
+    def subscribe(self, app: Flask) -> None:
+        """Hear ``app``'s budget signals, and no other app's (bound methods: blinker keeps
+        them as long as this object, which lives on the app)."""
+        signals.reserved.connect(self._on_reserved, sender=app)
+        signals.refused.connect(self._on_refused, sender=app)
+        signals.settled.connect(self._on_settled, sender=app)
+        signals.released.connect(self._on_released, sender=app)
+        signals.settled_later.connect(self._on_settled_later, sender=app)
+
+    def _on_reserved(self, sender: object, *, hold: Hold) -> None:
+        self.reservation(hold.route, hold.mode if hold.mode != "enforce" else "held", hold.tenant)
+
+    def _on_refused(
+        self, sender: object, *, route: str, tenant: str, estimate: int, error: ApiError
+    ) -> None:
+        denied = error.status in (402, 429)
+        self.reservation(route, "denied" if denied else "error", tenant)
+        if denied:
+            self.denial(error.error, tenant)
+
+    def _on_settled(
+        self, sender: object, *, hold: Hold, usage: Usage, settlement: Settlement
+    ) -> None:
+        self.settlement(hold, usage, settlement)
+
+    def _on_released(self, sender: object, *, hold: Hold) -> None:
+        self.release(hold)
+
+    def _on_settled_later(
+        self, sender: object, *, tenant: str, outcome: str, uncharged: int
+    ) -> None:
+        self.settled_later(tenant, outcome, uncharged)
 
     # --- exposition -----------------------------------------------------------------
 
@@ -217,7 +269,7 @@ class TimedCyclesClient(CyclesClient):
 
 @bp.get("/metrics")
 def metrics_view() -> Response:
-    metrics = state.metrics()
+    metrics = app_metrics()
     settings = metrics.settings
     token = settings.metrics_token
     if token is None:
@@ -235,9 +287,14 @@ def metrics_view() -> Response:
 
 
 def init_app(app: Flask) -> Metrics:
-    """Create the app's metrics and time its Cycles calls (after ``cycles_clients.init_app``)."""
-    metrics = app.extensions[state.METRICS] = Metrics(state.settings(app))
-    state.cycles(app).client_factory = lambda config: TimedCyclesClient(config, metrics)
-    state.cycles(app).settler.report = metrics.settled_later
+    """Create the app's metrics, subscribed to its budget signals, and serve them."""
+    metrics = app.extensions[EXTENSION] = Metrics(app_settings(app))
+    metrics.subscribe(app)
     app.register_blueprint(bp)
+    return metrics
+
+
+def app_metrics(app: Flask | None = None) -> Metrics:
+    """The app's metrics (``app`` defaults to the current app)."""
+    metrics: Metrics = (app if app is not None else current_app).extensions[EXTENSION]
     return metrics

@@ -1,11 +1,11 @@
 """Request ids and one log line per request.
 
 Every response carries ``X-Request-ID``: the caller's own id when it is a safe value
-(:data:`SAFE_REQUEST_ID`), otherwise a new one. The same id travels to Cycles in the
-reservation's, commit's and spend event's ``metadata.request_id``, so a charge in the
-Cycles ledger can be traced back to the request (and to its log line).
+(:data:`SAFE_REQUEST_ID`), otherwise a new one, kept as ``g.request_id``. The guard passes
+it on to Cycles in the reservation's, commit's and spend event's ``metadata.request_id``,
+so a charge in the Cycles ledger can be traced back to the request (and to its log line).
 
-Each request is followed by a :class:`RequestTrace`: the guard and the reservation code
+Each request is followed by a :class:`RequestTrace`: the budget's signals (budget/signals.py)
 note the hold, the denial or the settlement on it, and when the request is over one line
 is logged (JSON in production, plain text in development; ``LOG_FORMAT``) with the method,
 route, status, tenant, reservation id, estimate, charge and latency, and the request's
@@ -22,15 +22,17 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, has_request_context, request
 
+from ..budget import signals
+from ..budget.holds import Hold, Settlement, Usage
 from ..errors import ApiError
 
 if TYPE_CHECKING:
-    from ..budget.reservations import Hold, Settlement, Usage
     from .metrics import Metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -38,6 +40,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # letters, digits and . _ : - only, at most 64 characters. Anything else is replaced.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 LOGGER_NAME = __name__.rsplit(".", 1)[0] + ".requests"
+EXTENSION = "request_log"
 UNMATCHED_ROUTE = "unmatched"  # 404s: one label, not one per path a scanner tried
 
 log = logging.getLogger(LOGGER_NAME)
@@ -118,58 +121,65 @@ def current_trace() -> RequestTrace | None:
     return trace
 
 
-def current_request_id() -> str | None:
-    trace = current_trace()
-    return None if trace is None else trace.request_id
+# --- what the budget reports (budget/signals.py) ---------------------------------------
 
 
-# --- what the guard and the reservation code report -------------------------------------
+class BudgetNotes:
+    """Notes one app's budget signals on the traces of the requests they concern.
 
+    A hold is taken during its request (its trace is the current one then) but may be
+    settled later, on the heartbeat's thread when a stream is ended there: so each hold's
+    trace is remembered until the hold is gone.
+    """
 
-def reserved(hold: Hold) -> None:
-    """The guard holds ``hold`` for this request (or serves it unguarded/in shadow mode)."""
-    trace = hold.trace
-    if trace is not None:
+    def __init__(self) -> None:
+        self._traces: weakref.WeakKeyDictionary[Hold, RequestTrace] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def subscribe(self, app: Flask) -> None:
+        """Hear ``app``'s budget signals, and no other app's."""
+        signals.reserved.connect(self.reserved, sender=app)
+        signals.refused.connect(self.refused, sender=app)
+        signals.settled.connect(self.settled, sender=app)
+        signals.released.connect(self.released, sender=app)
+
+    def reserved(self, sender: object, *, hold: Hold) -> None:
+        """The guard holds ``hold`` for this request (or serves it unguarded/in shadow mode)."""
+        trace = current_trace()
+        if trace is None:
+            return
+        with self._lock:
+            self._traces[hold] = trace
         trace.reservation_id = hold.reservation_id
         trace.estimate = hold.estimate
-        if trace.metrics is not None:
-            outcome = hold.mode if hold.mode != "enforce" else "held"
-            trace.metrics.reservation(hold.route, outcome, hold.tenant)
 
+    def refused(
+        self, sender: object, *, route: str, tenant: str, estimate: int, error: ApiError
+    ) -> None:
+        """The reservation was refused (a denial, a rate limit, Cycles failing)."""
+        trace = current_trace()
+        if trace is None:
+            return
+        trace.estimate = estimate
+        trace.outcome = "denied" if error.status in (402, 429) else "error"
 
-def refused(route: str, tenant: str, estimate: int, error: ApiError) -> None:
-    """The reservation was refused (a denial, a rate limit, Cycles failing)."""
-    trace = current_trace()
-    if trace is None:
-        return
-    trace.estimate = estimate
-    trace.outcome = "denied" if error.status in (402, 429) else "error"
-    if trace.metrics is not None:
-        trace.metrics.reservation(route, trace.outcome, tenant)
-        if error.status in (402, 429):
-            trace.metrics.denial(error.error, tenant)
+    def settled(self, sender: object, *, hold: Hold, usage: Usage, settlement: Settlement) -> None:
+        """``hold``'s call was charged: ``settlement.charged`` for ``usage``."""
+        trace = self._trace_of(hold)
+        if trace is not None:
+            trace.charged = settlement.charged
+            trace.outcome = settlement.outcome
 
+    def released(self, sender: object, *, hold: Hold) -> None:
+        """``hold`` went back whole: nothing was charged."""
+        trace = self._trace_of(hold)
+        if trace is not None:
+            trace.charged = 0
+            trace.outcome = "released"
 
-def settled(hold: Hold, usage: Usage, settlement: Settlement) -> None:
-    """``hold``'s call was charged: ``settlement.charged`` for ``usage``."""
-    trace = hold.trace
-    if trace is None:
-        return
-    trace.charged = settlement.charged
-    trace.outcome = settlement.outcome
-    if trace.metrics is not None:
-        trace.metrics.settlement(hold, usage, settlement)
-
-
-def released(hold: Hold) -> None:
-    """``hold`` went back whole: nothing was charged."""
-    trace = hold.trace
-    if trace is None:
-        return
-    trace.charged = 0
-    trace.outcome = "released"
-    if trace.metrics is not None:
-        trace.metrics.release(hold)
+    def _trace_of(self, hold: Hold) -> RequestTrace | None:
+        with self._lock:
+            return self._traces.get(hold)
 
 
 # --- hooks -------------------------------------------------------------------------------
@@ -178,6 +188,8 @@ def released(hold: Hold) -> None:
 def init_app(app: Flask, metrics: Metrics | None, json_lines: bool) -> None:
     """Give every request an id and a trace, and every response its ``X-Request-ID``."""
     _ensure_handler()
+    notes = app.extensions[EXTENSION] = BudgetNotes()  # kept on the app: blinker holds it weakly
+    notes.subscribe(app)
 
     @app.before_request
     def start_trace() -> None:
@@ -188,6 +200,9 @@ def init_app(app: Flask, metrics: Metrics | None, json_lines: bool) -> None:
             metrics=metrics,
             json_lines=json_lines,
         )
+        # For the guard, which sends it to Cycles (it reads g, as this module reads the
+        # caller's g.tenant: neither imports the other).
+        g.request_id = g.request_trace.request_id
 
     @app.after_request
     def end_trace(response: Response) -> Response:

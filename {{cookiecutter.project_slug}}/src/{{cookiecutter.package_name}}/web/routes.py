@@ -7,27 +7,29 @@ Three blueprints, nested so that each hook runs exactly where it belongs:
 - ``api.tenant.llm``: the LLM routes; each is ``@guarded``: its body is validated and its
   worst-case cost reserved with Cycles before the view runs.
 
-Bodies in and out are the typed models of ``models.py``; ``openapi.py`` documents them.
-(``GET /metrics`` lives in ``metrics.py``.)
+Bodies in and out are the typed models of ``schemas.py``. Each view declares its entry in
+the API document (``@documented``, or ``@guarded`` for an LLM route); ``openapi.py`` builds
+the document from them. (``GET /metrics`` lives in ``observability/metrics.py``.)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel
 
-from .. import callers, state
-from ..config import Settings
+from .. import callers
+from ..config import Settings, app_settings
 from ..cycles import key_expiry
+from ..cycles.clients import cycles_clients
 from ..cycles.errors import may_fail_open
 from ..errors import ApiError, error_response
+from ..observability.metrics import metrics_view
 from . import openapi
-from .bodies import validate
 from .guard import GuardedCall, GuardedCompletion, LlmCall, guarded
+from .operations import CALLER_ERRORS, Operation, documented
 from .schemas import (
     Balance,
     BudgetResponse,
@@ -60,12 +62,27 @@ def model_response(model: BaseModel, status: int = 200) -> Response:
 
 
 @bp.get("/healthz")
+@documented(
+    Operation("Liveness: the process serves requests", "Alive.", HealthResponse, auth="open")
+)
 def healthz() -> Response:
     """Liveness: the process serves requests (it does not call Cycles or the LLM)."""
     return model_response(HealthResponse())
 
 
 @bp.get("/readyz")
+@documented(
+    Operation(
+        "Readiness: the budget service (Cycles) answers",
+        "Ready (or degraded: serving without Cycles).",
+        ReadyResponse,
+        auth="open",
+        notes={
+            503: "`not_ready`: Cycles does not answer or refuses the app's key, or a key's "
+            "recorded expiry has passed."
+        },
+    )
+)
 def readyz() -> Response:
     """Readiness: Cycles answers a cheap call (one tenant's balances) within its timeouts,
     and no runtime key has ended.
@@ -76,12 +93,12 @@ def readyz() -> Response:
     ``CYCLES_KEY_WARN_DAYS`` adds a ``warning``: still ready. The expiry comes from the
     settings (key_expiry.py): a probe makes one runtime call and no admin call.
     """
-    settings = state.settings()
-    keys = key_expiry.check(settings, state.now())
+    settings = app_settings()
+    keys = key_expiry.check(settings, key_expiry.now())
     if keys.expired:
         return error_response(503, "not_ready", " ".join(keys.expired))
     try:
-        state.cycles().balances(settings.tenants[0])
+        cycles_clients().balances(settings.tenants[0])
     except ApiError as error:
         if error.error == "rate_limited":
             # It answered: it is up, just busy.
@@ -94,37 +111,39 @@ def readyz() -> Response:
 
 
 @bp.get("/openapi.json")
+@documented(
+    Operation(
+        "This document",
+        "OpenAPI 3.1.",
+        auth="open",
+        content={"application/json": {"schema": {"type": "object"}}},
+    )
+)
 def openapi_document() -> Response:
     """The API document (OpenAPI 3.1) of this app, with its limits and its auth scheme."""
     return jsonify(openapi.document(current_app))
 
 
 # --- guarded LLM routes ------------------------------------------------------------------
-# Each parser turns a JSON body into a call; @guarded reserves its estimate before the view.
+# Each names its body's model and turns a valid body into a provider call; @guarded reserves
+# that call's estimate before the view runs, and documents the route.
 
 
-def parse_chat(body: Mapping[str, Any], settings: Settings) -> LlmCall:
-    chat = validate(ChatRequest, body, settings)
-    return LlmCall(
-        route="chat",
-        prompt=chat.prompt,
-        max_tokens=chat.output_limit(settings),
-        stream=chat.stream,
-    )
-
-
-def parse_summarize(body: Mapping[str, Any], settings: Settings) -> LlmCall:
-    summarize = validate(SummarizeRequest, body, settings)
-    return LlmCall(
-        route="summarize",
-        prompt=summarize.text,
-        max_tokens=settings.default_max_tokens,
-        system=SUMMARY_SYSTEM_PROMPT,
-    )
+def chat_call(chat: ChatRequest, settings: Settings) -> LlmCall:
+    return LlmCall(prompt=chat.prompt, max_tokens=chat.output_limit(settings), stream=chat.stream)
 
 
 @llm_bp.post("/chat")
-@guarded(parse_chat)
+@guarded(
+    ChatRequest,
+    chat_call,
+    response=ChatResponse,
+    summary="Answer a prompt, within the caller's budget",
+    answer="The answer, whole (JSON) or streamed (server-sent events).",
+    description="Reserves the most the call can cost before calling the model, then "
+    "charges what it used.",
+    streams=True,
+)
 def chat(call: GuardedCall) -> Response:
     if call.call.stream:
         return call.stream()
@@ -132,8 +151,20 @@ def chat(call: GuardedCall) -> Response:
     return model_response(ChatResponse(text=result.completion.text, **_completion(result)))
 
 
+def summarize_call(summarize: SummarizeRequest, settings: Settings) -> LlmCall:
+    return LlmCall(
+        prompt=summarize.text, max_tokens=settings.default_max_tokens, system=SUMMARY_SYSTEM_PROMPT
+    )
+
+
 @llm_bp.post("/summarize")
-@guarded(parse_summarize)
+@guarded(
+    SummarizeRequest,
+    summarize_call,
+    response=SummaryResponse,
+    summary="Summarize a text, within the caller's budget",
+    answer="The summary.",
+)
 def summarize(call: GuardedCall) -> Response:
     result = call.complete()
     return model_response(SummaryResponse(summary=result.completion.text, **_completion(result)))
@@ -155,17 +186,49 @@ def _completion(result: GuardedCompletion) -> dict[str, Any]:
 
 
 @tenant_bp.get("/budget")
+@documented(
+    Operation(
+        "The caller's own balances, per Cycles scope",
+        "Balances in USD microcents.",
+        BudgetResponse,
+        errors=CALLER_ERRORS,
+        parameters=(
+            {
+                "name": "tenant",
+                "in": "query",
+                "required": False,
+                "description": "Must be the caller's own tenant (else 403).",
+                "schema": {"type": "string"},
+            },
+        ),
+    )
+)
 def budget() -> Response:
     """The caller's own balances per scope, in USD microcents."""
     tenant = callers.current_tenant()
     asked = request.args.get("tenant")
     if asked is not None and asked != tenant:
         raise ApiError(403, "forbidden", "You can only see your own budget.")
-    balances = state.cycles().balances(tenant)
+    balances = cycles_clients().balances(tenant)
     return model_response(
         BudgetResponse(tenant=tenant, balances=[Balance(**vars(b)) for b in balances])
     )
 
+
+# /metrics is served by observability/metrics.py; its entry in the document is here, with
+# the other routes' (observability does not depend on the web layer).
+documented(
+    Operation(
+        "Prometheus metrics (every tenant's spend: not for callers)",
+        "Prometheus text format.",
+        auth="metrics_token",
+        content={"text/plain": {"schema": {"type": "string"}}},
+        notes={
+            401: "`unauthorized`: METRICS_TOKEN missing or wrong.",
+            404: "`not_found`: no METRICS_TOKEN in production.",
+        },
+    )
+)(metrics_view)
 
 tenant_bp.register_blueprint(llm_bp)
 bp.register_blueprint(tenant_bp)

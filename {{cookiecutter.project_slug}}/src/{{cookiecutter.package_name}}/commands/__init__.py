@@ -1,1 +1,0 @@
-"""`flask cycles ...` and `flask tenants ...`."""
