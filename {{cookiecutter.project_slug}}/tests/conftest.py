@@ -42,8 +42,9 @@ from support.openapi_contract import responses_match_the_document  # noqa: F401
 from support.providers import CountingProvider as CountingProvider
 from support.tenancy_kit import budget_scope, cycles_settings, cycles_tenant_of
 
-# The embedded server's own fixtures (lc_server, lc_http, ...), for tests/localcycles/.
-pytest_plugins = ["support.localcycles_fixtures"]
+# The embedded server's own fixtures (lc_server, lc_http, ...), for tests/localcycles/, and
+# a Cycles server on a clock the test moves (server_clock, clocked_server, clocked).
+pytest_plugins = ["support.localcycles_fixtures", "support.clocked_fixtures"]
 
 TENANTS = ("acme", "globex")
 UNIT = "USD_MICROCENTS"
@@ -248,6 +249,17 @@ def cycles_stub() -> Iterator[Callable[[Responder], CyclesStub]]:
     servers = StubServers()
     yield servers.start
     servers.close()
+
+
+@pytest.fixture
+def recorder(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    cycles_stub: Callable[[Responder], CyclesStub],
+) -> CyclesStub:
+    """A stub in front of ``cycles_server`` (test tenants provisioned) that passes every
+    request on and records it: point an app at its base_url to see what the app sent."""
+    return cycles_stub(forward_to(cycles_server.base_url))
 
 
 # --- the app behind a real socket --------------------------------------------------------

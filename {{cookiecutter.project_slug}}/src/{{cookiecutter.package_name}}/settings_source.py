@@ -119,15 +119,15 @@ def announce(settings: Settings, env: Mapping[str, str]) -> None:
     if line in _announced:
         return
     _announced.add(line)
-    _ensure_handler()
+    ensure_handler(log)
     log.log(logging.WARNING if settings.app_env == "development" else logging.INFO, "%s", line)
 
 
-def _ensure_handler() -> None:
-    """The line is INFO: print it on stderr when nobody configured logging for it."""
-    log.setLevel(logging.INFO)
-    if logging.getLogger().handlers or log.handlers:
+def ensure_handler(logger: logging.Logger) -> None:
+    """The logger's lines are INFO: print them on stderr when nobody configured logging."""
+    logger.setLevel(logging.INFO)
+    if logging.getLogger().handlers or logger.handlers:
         return  # the deployment (or pytest) decides where log records go
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    logger.addHandler(handler)

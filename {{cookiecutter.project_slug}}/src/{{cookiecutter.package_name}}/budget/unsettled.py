@@ -90,6 +90,22 @@ class Charge:
     attempts: int
 
 
+def _charge(row: tuple[Any, ...], *, attempts: int) -> Charge:
+    """A charge from a row that starts key, tenant, amount, reservation_id, covered_until_ms,
+    stage, commit_body, event_body (bodies as JSON text); ``attempts`` as the caller counts."""
+    return Charge(
+        key=row[0],
+        tenant=row[1],
+        amount=row[2],
+        reservation_id=row[3],
+        covered_until_ms=row[4],
+        stage=row[5],
+        commit_body=None if row[6] is None else json.loads(row[6]),
+        event_body=json.loads(row[7]),
+        attempts=attempts,
+    )
+
+
 class UnsettledStore:
     """The SQLite file of one host's unsettled charges and live streams (thread-safe)."""
 
@@ -232,20 +248,7 @@ class UnsettledStore:
                     "UPDATE charges SET attempts = attempts + 1, next_attempt_ms = ? WHERE key = ?",
                     (at_ms + delay, row[0]),
                 )
-        return [
-            Charge(
-                key=row[0],
-                tenant=row[1],
-                amount=row[2],
-                reservation_id=row[3],
-                covered_until_ms=row[4],
-                stage=row[5],
-                commit_body=None if row[6] is None else json.loads(row[6]),
-                event_body=json.loads(row[7]),
-                attempts=row[8] + 1,
-            )
-            for row in rows
-        ]
+        return [_charge(row, attempts=row[8] + 1) for row in rows]
 
     def next_due_ms(self) -> int | None:
         with self._db(write=False) as db:
@@ -325,33 +328,22 @@ class UnsettledStore:
     def _adopt(self, owner: str) -> list[Charge]:
         stamp = now_ms()
         with self._db() as db:
+            # Selected in the column order of a charge row: an adopted stream is a commit
+            # not tried yet.
             rows = db.execute(
-                "SELECT key, tenant, amount, reservation_id, covered_until_ms, commit_body, "
-                "event_body FROM streams WHERE owner = ?",
+                "SELECT key, tenant, amount, reservation_id, covered_until_ms, 'commit', "
+                "commit_body, event_body, 0 FROM streams WHERE owner = ?",
                 (owner,),
             ).fetchall()
             for row in rows:
                 db.execute(
                     "INSERT OR IGNORE INTO charges (key, tenant, amount, reservation_id, "
                     "covered_until_ms, stage, commit_body, event_body, attempts, "
-                    "next_attempt_ms, created_ms) VALUES (?, ?, ?, ?, ?, 'commit', ?, ?, 0, ?, ?)",
+                    "next_attempt_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*row, stamp, stamp),
                 )
             db.execute("DELETE FROM streams WHERE owner = ?", (owner,))
-        return [
-            Charge(
-                key=row[0],
-                tenant=row[1],
-                amount=row[2],
-                reservation_id=row[3],
-                covered_until_ms=row[4],
-                stage="commit",
-                commit_body=json.loads(row[5]),
-                event_body=json.loads(row[6]),
-                attempts=0,
-            )
-            for row in rows
-        ]
+        return [_charge(row, attempts=0) for row in rows]
 
 
 # A charge that keeps failing is tried at least this often (it blocks its tenant until then).

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ from flask import Flask, Response, g, has_request_context, request
 from ..budget import signals
 from ..budget.holds import Hold, Settlement, Usage
 from ..errors import ApiError
+from ..settings_source import ensure_handler
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -187,7 +187,7 @@ class BudgetNotes:
 
 def init_app(app: Flask, metrics: Metrics | None, json_lines: bool) -> None:
     """Give every request an id and a trace, and every response its ``X-Request-ID``."""
-    _ensure_handler()
+    ensure_handler(log)
     notes = app.extensions[EXTENSION] = BudgetNotes()  # kept on the app: blinker holds it weakly
     notes.subscribe(app)
 
@@ -224,13 +224,3 @@ def init_app(app: Flask, metrics: Metrics | None, json_lines: bool) -> None:
         else:
             trace.finish()
         return response
-
-
-def _ensure_handler() -> None:
-    """Request lines are INFO: print them when nobody configured logging for them."""
-    log.setLevel(logging.INFO)
-    if logging.getLogger().handlers or log.handlers:
-        return  # the deployment (or pytest) decides where log records go
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)

@@ -26,12 +26,12 @@ from pydantic import BaseModel
 
 from .. import callers
 from ..budget import reservations
-from ..budget.holds import Hold, Usage
+from ..budget.holds import Usage
 from ..budget.provider_deadlines import Overran
-from ..budget.service import BudgetService, budget_service
+from ..budget.service import budget_service
 from ..config import CYCLES_SAFETY_MARGIN_MS, Settings, app_settings
 from ..errors import ApiError
-from ..llm import LLMProvider, ProviderError, app_provider
+from ..llm import ProviderError, app_provider
 from . import streaming
 from .bodies import json_body, validate
 from .calls import GuardedCompletion, HeldCall, LlmCall, ms_since
@@ -96,15 +96,7 @@ def guarded(
 class GuardedCall(HeldCall):
     """One provider call under its hold: :meth:`complete` or :meth:`stream`, once."""
 
-    def __init__(
-        self,
-        cycles: BudgetService,
-        hold: Hold,
-        call: LlmCall,
-        provider: LLMProvider,
-    ) -> None:
-        super().__init__(cycles, hold, call, provider)
-        self._streaming = False
+    _streaming = False  # set on the instance once a stream's body owns the hold
 
     @classmethod
     def reserve(cls, route: str, call: LlmCall) -> GuardedCall:

@@ -6,21 +6,16 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from conftest import CyclesStub, Provisioner, Responder, forward_to
+from conftest import CyclesStub, Provisioner
 from {{ cookiecutter.package_name }}.budget import reservations
 from {{ cookiecutter.package_name }}.budget.service import budget_service
-from localcycles import LocalCyclesServer
 
 
 def test_a_hold_is_taken_and_released_outside_any_request(
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    cycles_stub: Callable[[Responder], CyclesStub],
-    make_app: Callable[..., Flask],
+    recorder: CyclesStub, provisioner: Provisioner, make_app: Callable[..., Flask]
 ) -> None:
     # No app or request context at all (as in a worker or a command): the request id the
     # hold serves is passed in, and travels to Cycles with the reservation.
-    recorder = cycles_stub(forward_to(cycles_server.base_url))
     budget = budget_service(make_app(recorder.base_url))
     hold = reservations.reserve(budget, "acme", "chat", 5_000, request_id="job-17")
     assert hold.held and hold.request_id == "job-17"
@@ -31,12 +26,8 @@ def test_a_hold_is_taken_and_released_outside_any_request(
 
 
 def test_without_a_request_id_no_metadata_names_one(
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    cycles_stub: Callable[[Responder], CyclesStub],
-    make_app: Callable[..., Flask],
+    recorder: CyclesStub, make_app: Callable[..., Flask]
 ) -> None:
-    recorder = cycles_stub(forward_to(cycles_server.base_url))
     budget = budget_service(make_app(recorder.base_url))
     hold = reservations.reserve(budget, "acme", "chat", 5_000)
     reservations.release(budget, hold, "not_needed")

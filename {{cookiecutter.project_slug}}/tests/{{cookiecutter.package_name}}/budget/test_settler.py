@@ -19,7 +19,6 @@ import pytest
 from flask import Flask
 
 from conftest import (
-    TENANTS,
     UNIT,
     Provisioner,
     assert_error,
@@ -80,23 +79,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def clocked_server(tmp_path: Path, clock: Clock) -> Iterator[LocalCyclesServer]:
-    server = LocalCyclesServer(str(tmp_path / "clocked.sqlite3"), clock=clock).start()
-    yield server
-    server.stop()
-    server.ledger.close()
+def server_clock(clock: Clock) -> Clock:
+    return clock  # the Cycles server of clocked_server (support.clocked_fixtures) runs on it
 
 
 @pytest.fixture
-def ledger(clocked_server: LocalCyclesServer) -> Provisioner:
-    provisioner = Provisioner(clocked_server.ledger)
-    for tenant in TENANTS:
-        provisioner.tenant(tenant)
+def ledger(clocked: Provisioner) -> Provisioner:
     # A budget for CALLS calls, and overdraft room to record whatever lands late.
-    clocked_server.ledger.set_budget(
+    clocked.ledger.set_budget(
         budget_scope("acme"), UNIT, allocated=CALLS * estimate(), overdraft_limit=10**12
     )
-    return provisioner
+    return clocked
 
 
 @pytest.fixture
@@ -105,13 +98,20 @@ def proxy(clocked_server: LocalCyclesServer) -> Iterator[FaultProxy]:
         yield proxy
 
 
-def clocked_app(
-    make_app: Callable[..., Flask], base_url: str, clock: Clock, provider: Any, **env: str
-) -> Flask:
-    app = make_app(base_url, CYCLES_DENY_CACHE_MS="0", **env)
-    app.extensions["llm"] = provider
-    budget_service(app).settler.clock = clock
-    return app
+@pytest.fixture
+def new_app(
+    make_app: Callable[..., Flask], proxy: FaultProxy, clock: Clock
+) -> Callable[..., Flask]:
+    """Makes apps behind ``proxy`` whose settler runs on ``clock`` and whose provider
+    charges its estimate; ``env``: more settings."""
+
+    def build(**env: str) -> Flask:
+        app = make_app(proxy.base_url, CYCLES_DENY_CACHE_MS="0", **env)
+        app.extensions["llm"] = ExactProvider()
+        budget_service(app).settler.clock = clock
+        return app
+
+    return build
 
 
 def without_settler_thread(app: Flask) -> Flask:
@@ -161,9 +161,9 @@ def test_charges_that_outlast_their_holds_land_in_full_before_new_reservations(
     ledger: Provisioner,
     proxy: FaultProxy,
     clock: Clock,
-    make_app: Callable[..., Flask],
+    new_app: Callable[..., Flask],
 ) -> None:
-    app = without_settler_thread(clocked_app(make_app, proxy.base_url, clock, ExactProvider()))
+    app = without_settler_thread(new_app())
     # Paid for while their holds were live: served, their commits left unsettled.
     assert outage_under_calls([app], proxy, clock) == [200] * CALLS
     # Still down: the tenant waits; nothing is served from the budget the holds gave back.
@@ -187,15 +187,15 @@ def test_an_unsettled_charge_survives_a_restart(
     ledger: Provisioner,
     proxy: FaultProxy,
     clock: Clock,
-    make_app: Callable[..., Flask],
+    new_app: Callable[..., Flask],
 ) -> None:
-    first = clocked_app(make_app, proxy.base_url, clock, ExactProvider())
+    first = new_app()
     proxy.on("POST /v1/reservations/*/commit", Refuse())
     assert chat(first).status_code == 200
     budget_service(first).close()  # the process goes away with its commit unsettled
     proxy.clear()
 
-    again = without_settler_thread(clocked_app(make_app, proxy.base_url, clock, ExactProvider()))
+    again = without_settler_thread(new_app())
     clock.offset_ms += MAX_BACKOFF_MS  # its next attempt is due (the hold is still live)
     budget_service(again).settler.run_due()  # what the settler thread does on its own
     assert ledger.balance("acme")["spent"] == estimate()
@@ -207,9 +207,9 @@ def test_the_settler_thread_lands_charges_by_itself(
     ledger: Provisioner,
     proxy: FaultProxy,
     clock: Clock,
-    make_app: Callable[..., Flask],
+    new_app: Callable[..., Flask],
 ) -> None:
-    app = clocked_app(make_app, proxy.base_url, clock, ExactProvider())
+    app = new_app()
     settler = budget_service(app).settler
     proxy.on("POST /v1/reservations/*/commit", Refuse(), times=3)
     assert chat(app).status_code == 200  # its commit refused: kept for the thread
@@ -225,9 +225,9 @@ def test_a_charge_is_retried_past_any_count_of_failures(
     ledger: Provisioner,
     proxy: FaultProxy,
     clock: Clock,
-    make_app: Callable[..., Flask],
+    new_app: Callable[..., Flask],
 ) -> None:
-    app = without_settler_thread(clocked_app(make_app, proxy.base_url, clock, ExactProvider()))
+    app = without_settler_thread(new_app())
     settler = budget_service(app).settler
     proxy.on("POST /v1/reservations/*/commit", Refuse())
     assert chat(app).status_code == 200
@@ -247,11 +247,11 @@ def test_workers_sharing_an_instance_folder_never_run_ahead_of_each_others_charg
     ledger: Provisioner,
     proxy: FaultProxy,
     clock: Clock,
-    make_app: Callable[..., Flask],
+    new_app: Callable[..., Flask],
 ) -> None:
     # Two workers of one host: one CYCLES_JOURNAL_DIR (the instance folder), one store.
-    one = clocked_app(make_app, proxy.base_url, clock, ExactProvider())
-    two = clocked_app(make_app, proxy.base_url, clock, ExactProvider())
+    one = new_app()
+    two = new_app()
     for app in (one, two):
         without_settler_thread(app)
     assert outage_under_calls([one, two], proxy, clock) == [200] * CALLS
@@ -266,18 +266,12 @@ def test_hosts_that_know_only_their_own_charges_overspend_at_most_those_charges(
     ledger: Provisioner,
     proxy: FaultProxy,
     clock: Clock,
-    make_app: Callable[..., Flask],
+    new_app: Callable[..., Flask],
     tmp_path: Path,
 ) -> None:
     # Two hosts: each its own instance folder, so neither sees the other's charges.
-    one = clocked_app(make_app, proxy.base_url, clock, ExactProvider())
-    two = clocked_app(
-        make_app,
-        proxy.base_url,
-        clock,
-        ExactProvider(),
-        CYCLES_JOURNAL_DIR=str(tmp_path / "other-host"),
-    )
+    one = new_app()
+    two = new_app(CYCLES_JOURNAL_DIR=str(tmp_path / "other-host"))
     for app in (one, two):
         without_settler_thread(app)
     assert outage_under_calls([one, two], proxy, clock) == [200] * CALLS
@@ -295,9 +289,9 @@ def test_hosts_that_know_only_their_own_charges_overspend_at_most_those_charges(
 
 
 def test_shadow_mode_records_the_full_cost_as_debt(
-    ledger: Provisioner, proxy: FaultProxy, clock: Clock, make_app: Callable[..., Flask]
+    ledger: Provisioner, proxy: FaultProxy, clock: Clock, new_app: Callable[..., Flask]
 ) -> None:
-    app = clocked_app(make_app, proxy.base_url, clock, ExactProvider(), CYCLES_MODE="shadow")
+    app = new_app(CYCLES_MODE="shadow")
     requests = 3 * CALLS  # three times what the budget pays for
     for _ in range(requests):
         response = chat(app)
@@ -312,12 +306,12 @@ def test_shadow_spend_the_budget_cannot_take_is_logged_and_counted(
     ledger: Provisioner,
     proxy: FaultProxy,
     clock: Clock,
-    make_app: Callable[..., Flask],
+    new_app: Callable[..., Flask],
     clocked_server: LocalCyclesServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clocked_server.ledger.set_budget(budget_scope("acme"), UNIT, allocated=estimate())
-    app = clocked_app(make_app, proxy.base_url, clock, ExactProvider(), CYCLES_MODE="shadow")
+    app = new_app(CYCLES_MODE="shadow")
     for _ in range(3):
         assert chat(app).status_code == 200
     logged = [r.getMessage() for r in caplog.records if "the budget recorded" in r.getMessage()]

@@ -15,10 +15,8 @@ from flask.testing import FlaskClient
 from conftest import (
     CyclesStub,
     Provisioner,
-    Responder,
     auth_headers,
     caller_key,
-    forward_to,
 )
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.observability.request_log import LOGGER_NAME
@@ -57,12 +55,8 @@ def test_errors_carry_a_request_id_too(client: FlaskClient) -> None:
 
 
 def test_the_request_id_reaches_cycles_with_the_reservation_and_the_commit(
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    cycles_stub: Callable[[Responder], CyclesStub],
-    make_app: Callable[..., Flask],
+    recorder: CyclesStub, make_app: Callable[..., Flask]
 ) -> None:
-    recorder = cycles_stub(forward_to(cycles_server.base_url))
     client = make_app(recorder.base_url).test_client()
     headers = {**auth_headers("acme"), "X-Request-ID": "order-7781"}
     response = client.post("/chat", json={"prompt": "hi"}, headers=headers)

@@ -18,7 +18,6 @@ import pytest
 from flask import Flask
 
 from conftest import (
-    TENANTS,
     UNIT,
     CountingProvider,
     CyclesStub,
@@ -42,43 +41,13 @@ from {{ cookiecutter.package_name }}.errors import ApiError
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
 from {{ cookiecutter.package_name }}.web import guard
 from localcycles import LocalCyclesServer
+from support.clocked_fixtures import ServerClock
 
 PROMPT = "Summarise the quarterly numbers in two sentences."
 MAX_TOKENS = 32
 TTL_MS = 60_000
 GRACE_MS = 5_000  # the protocol's default grace period after expiry
 PATIENCE_S = 30.0
-
-
-class ServerClock:
-    """Epoch milliseconds for the Cycles server, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now_ms = time.time_ns() // 1_000_000
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
-@pytest.fixture
-def server_clock() -> ServerClock:
-    return ServerClock()
-
-
-@pytest.fixture
-def clocked_server(tmp_path: Path, server_clock: ServerClock) -> Iterator[LocalCyclesServer]:
-    server = LocalCyclesServer(str(tmp_path / "clocked.sqlite3"), clock=server_clock).start()
-    yield server
-    server.stop()
-    server.ledger.close()
-
-
-@pytest.fixture
-def clocked(clocked_server: LocalCyclesServer) -> Provisioner:
-    provisioner = Provisioner(clocked_server.ledger)
-    for tenant in TENANTS:
-        provisioner.tenant(tenant)
-    return provisioner
 
 
 def estimate() -> int:
@@ -111,12 +80,8 @@ def test_start_up_refuses_a_ttl_shorter_than_the_longest_call(
 
 
 def test_each_reservation_carries_the_configured_ttl(
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    make_app: Callable[..., Flask],
-    cycles_stub: Callable[[Responder], CyclesStub],
+    recorder: CyclesStub, make_app: Callable[..., Flask]
 ) -> None:
-    recorder = cycles_stub(forward_to(cycles_server.base_url))
     app = make_app(recorder.base_url, CYCLES_RESERVATION_TTL_MS="123456")
     assert chat(app).status_code == 200
     (reserve,) = recorder.bodies("/v1/reservations")
@@ -160,6 +125,17 @@ def test_holds_expiring_under_slow_calls_never_serve_more_than_the_budget(
     assert balance["remaining"] >= 0
 
 
+def gated_app(
+    make_app: Callable[..., Flask], cycles_url: str
+) -> tuple[Flask, CountingProvider, threading.Event]:
+    """An app on ``cycles_url`` whose provider calls wait until the returned gate is set."""
+    gate = threading.Event()
+    provider = CountingProvider(model="fake-model", gate=gate)
+    app = make_app(cycles_url, CYCLES_DENY_CACHE_MS="0")
+    app.extensions["llm"] = provider
+    return app, provider, gate
+
+
 def test_a_commit_after_expiry_is_recorded_as_debt_where_overdraft_allows(
     clocked_server: LocalCyclesServer,
     clocked: Provisioner,
@@ -170,11 +146,8 @@ def test_a_commit_after_expiry_is_recorded_as_debt_where_overdraft_allows(
     clocked_server.ledger.set_budget(
         budget_scope("acme"), UNIT, allocated=estimate(), overdraft_limit=10 * estimate()
     )
-    gate = threading.Event()
-    provider = CountingProvider(model="fake-model", gate=gate)
     recorder = cycles_stub(forward_to(clocked_server.base_url))
-    app = make_app(recorder.base_url, CYCLES_DENY_CACHE_MS="0")
-    app.extensions["llm"] = provider
+    app, provider, gate = gated_app(make_app, recorder.base_url)
     with ThreadPoolExecutor(max_workers=2) as pool:
         late = pool.submit(chat, app)
         assert provider.started.acquire(timeout=PATIENCE_S)
@@ -210,11 +183,8 @@ def test_a_late_commit_past_the_overdraft_limit_takes_what_is_left_and_logs_the_
     cycles_stub: Callable[[Responder], CyclesStub],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    gate = threading.Event()
-    provider = CountingProvider(model="fake-model", gate=gate)
     recorder = cycles_stub(forward_to(clocked_server.base_url))
-    app = make_app(recorder.base_url, CYCLES_DENY_CACHE_MS="0")
-    app.extensions["llm"] = provider
+    app, provider, gate = gated_app(make_app, recorder.base_url)
     with ThreadPoolExecutor(max_workers=1) as pool:
         late = pool.submit(chat, app)
         assert provider.started.acquire(timeout=PATIENCE_S)
@@ -392,13 +362,26 @@ def stream_through_keeper(app: Flask, provider: PacedProvider, advance_s: float)
     )
 
 
-def test_the_heartbeat_extends_a_long_streams_hold(
+@pytest.fixture
+def keeper_beat(
     cycles_server: LocalCyclesServer,
     provisioner: Provisioner,
     make_app: Callable[..., Flask],
     cycles_stub: Callable[[Responder], CyclesStub],
+) -> Callable[..., Beat]:
+    """``keeper_beat(change, advance_s)``: :func:`stream_through_keeper` on an app whose
+    Cycles is the test server as ``change(forward)`` answers (a responder wrapping it)."""
+
+    def beat(change: Callable[[Responder], Responder], advance_s: float = 1.0) -> Beat:
+        stub = cycles_stub(change(forward_to(cycles_server.base_url)))
+        return stream_through_keeper(make_app(stub.base_url), PacedProvider(), advance_s)
+
+    return beat
+
+
+def test_the_heartbeat_extends_a_long_streams_hold(
+    recorder: CyclesStub, provisioner: Provisioner, make_app: Callable[..., Flask]
 ) -> None:
-    recorder = cycles_stub(forward_to(cycles_server.base_url))
     app = make_app(recorder.base_url)
     beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
     received, hold = beat.received, beat.hold
@@ -415,16 +398,10 @@ def test_the_heartbeat_extends_a_long_streams_hold(
 
 
 def test_a_stream_whose_hold_cannot_be_extended_ends_before_it_lapses(
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    make_app: Callable[..., Flask],
-    cycles_stub: Callable[[Responder], CyclesStub],
+    keeper_beat: Callable[..., Beat], provisioner: Provisioner
 ) -> None:
-    refuse_extensions = answering(
-        forward_to(cycles_server.base_url), "/extend", cycles_error(409, "MAX_EXTENSIONS_EXCEEDED")
-    )
-    app = make_app(cycles_stub(refuse_extensions).base_url)
-    beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    refusal = cycles_error(409, "MAX_EXTENSIONS_EXCEEDED")
+    beat = keeper_beat(lambda forward: answering(forward, "/extend", refusal))
     received, hold = beat.received, beat.hold
     assert not hold.extendable
     assert beat.watched_after == 0  # refused for good: no longer extended
@@ -467,16 +444,11 @@ def rewrite(forward: Responder, suffix: str, change: Callable[[dict[str, Any]], 
 
 
 def test_an_extension_without_the_servers_remaining_time_adds_exactly_one_ttl(
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    make_app: Callable[..., Flask],
-    cycles_stub: Callable[[Responder], CyclesStub],
+    keeper_beat: Callable[..., Beat],
 ) -> None:
-    older_server = rewrite(
-        forward_to(cycles_server.base_url), "/extend", lambda body: body.pop("remaining_ttl_ms")
+    beat = keeper_beat(  # an older server: no remaining time in its answer
+        lambda forward: rewrite(forward, "/extend", lambda body: body.pop("remaining_ttl_ms"))
     )
-    app = make_app(cycles_stub(older_server).base_url)
-    beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
     assert beat.hold.extensions == 1
     assert beat.expires_after == beat.expires_before + TTL_MS / 1000
 
@@ -572,37 +544,25 @@ def test_usage_at_exactly_max_tokens_is_not_reported_as_over(
 
 
 def test_the_new_expiry_is_what_the_server_says_is_left(
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    make_app: Callable[..., Flask],
-    cycles_stub: Callable[[Responder], CyclesStub],
+    keeper_beat: Callable[..., Beat],
 ) -> None:
     left_ms = 90_000
 
     def report(body: dict[str, Any]) -> None:
         body["remaining_ttl_ms"] = left_ms
 
-    app = make_app(
-        cycles_stub(rewrite(forward_to(cycles_server.base_url), "/extend", report)).base_url
-    )
-    beat = stream_through_keeper(app, PacedProvider(), advance_s=1.0)
+    beat = keeper_beat(lambda forward: rewrite(forward, "/extend", report))
     sent_after, answered_before = beat.sent_between
     # Counted from when the extension was sent: never later than the server's expiry.
     assert sent_after + left_ms / 1000 <= beat.expires_after <= answered_before + left_ms / 1000
 
 
 def test_a_failed_extension_is_tried_again_while_the_hold_lasts(
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    make_app: Callable[..., Flask],
-    cycles_stub: Callable[[Responder], CyclesStub],
+    keeper_beat: Callable[..., Beat],
 ) -> None:
-    fail_extensions = answering(
-        forward_to(cycles_server.base_url), "/extend", cycles_error(500, "INTERNAL_ERROR")
-    )
-    app = make_app(cycles_stub(fail_extensions).base_url)
+    failure = cycles_error(500, "INTERNAL_ERROR")
     # A beat as the keeper makes it, well before expiry (its lead is 47 s here).
-    beat = stream_through_keeper(app, PacedProvider(), advance_s=45.0)
+    beat = keeper_beat(lambda forward: answering(forward, "/extend", failure), advance_s=45.0)
     assert beat.hold.extendable  # a 5xx may pass: not given up on
     assert beat.watched_after == 1
     # Tried again a second later, long before the hold runs out; the stream went on.

@@ -12,15 +12,12 @@ from conftest import (
     DEFAULT_MAX_TOKENS,
     CyclesStub,
     Provisioner,
-    Responder,
     auth_headers,
     budget_scope,
-    forward_to,
 )
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import Completion, LLMProvider
 from {{ cookiecutter.package_name }}.web.routes import SUMMARY_SYSTEM_PROMPT
-from localcycles import LocalCyclesServer
 
 PROMPT = "Explain budgets for language model calls in one short paragraph, please."
 
@@ -66,13 +63,8 @@ def test_summarize_uses_its_instructions_and_the_default_limit(
 
 
 def test_cycles_sees_the_real_subject_estimate_charge_and_metrics(
-    app: Flask,
-    cycles_server: LocalCyclesServer,
-    provisioner: Provisioner,
-    cycles_stub: Callable[[Responder], CyclesStub],
-    make_app: Callable[..., Flask],
+    app: Flask, recorder: CyclesStub, make_app: Callable[..., Flask]
 ) -> None:
-    recorder = cycles_stub(forward_to(cycles_server.base_url))
     recorded_app = make_app(recorder.base_url)
     started = time.monotonic()
     response = recorded_app.test_client().post(

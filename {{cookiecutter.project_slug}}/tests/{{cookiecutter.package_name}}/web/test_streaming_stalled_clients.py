@@ -19,14 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 from flask import Flask
 
-from conftest import TENANTS, CountingProvider, Provisioner, auth_headers
+from conftest import CountingProvider, Provisioner, auth_headers
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.budget.hold_keeper import HoldKeeper
 from {{ cookiecutter.package_name }}.budget.holds import Hold
@@ -34,6 +32,7 @@ from {{ cookiecutter.package_name }}.budget.service import budget_service
 from {{ cookiecutter.package_name }}.llm import StreamProgress
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
 from localcycles import LocalCyclesServer
+from support.clocked_fixtures import ServerClock
 
 PROMPT = "Write out the whole ledger, line by line."
 MAX_TOKENS = 1_000_000
@@ -213,16 +212,6 @@ def test_a_client_that_stops_reading_is_cut_off_and_charged_for_what_it_was_sent
 # --- a hold that cannot be extended any more -------------------------------------------------
 
 
-class ServerClock:
-    """Epoch milliseconds for the Cycles server, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now_ms = time.time_ns() // 1_000_000
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
 class KeeperClock:
     def __init__(self) -> None:
         self.now = time.monotonic()
@@ -231,31 +220,17 @@ class KeeperClock:
         return self.now
 
 
-@pytest.fixture
-def server_clock() -> ServerClock:
-    return ServerClock()
-
-
-@pytest.fixture
-def clocked_server(tmp_path: Path, server_clock: ServerClock) -> Iterator[LocalCyclesServer]:
-    server = LocalCyclesServer(str(tmp_path / "clocked.sqlite3"), clock=server_clock).start()
-    yield server
-    server.stop()
-    server.ledger.close()
-
-
 def test_a_stalled_stream_is_settled_before_its_last_extension_runs_out(
     clocked_server: LocalCyclesServer,
     server_clock: ServerClock,
+    clocked: Provisioner,
     make_app: Callable[..., Flask],
     serve: Callable[[Flask], str],
 ) -> None:
     # The server allows one extension here (ten in the protocol): the issue's stream
     # outlived all ten, its hold lapsed under it and the budget paid for 37 more calls.
     clocked_server.ledger.max_extensions = 1
-    ledger = Provisioner(clocked_server.ledger)
-    for tenant in TENANTS:
-        ledger.tenant(tenant)
+    ledger = clocked
     # A write may wait for an hour: only the hold's end can stop this stream.
     app = make_app(clocked_server.base_url, STREAM_WRITE_TIMEOUT="3600", **LIMITS)
     budgets = budget_service(app)
