@@ -83,6 +83,20 @@ def test_a_replayed_reservation_reports_its_lease_only_while_it_is_live(
     assert finished["remaining_ttl_ms"] == 0
 
 
+def test_a_replayed_dry_run_returns_its_first_answer_unchanged(
+    lc_http: httpx.Client, lc_ledger: LocalLedger, lc_api_key: str
+) -> None:
+    # A dry run holds nothing, so its replay has no lease to recompute: the stored answer
+    # comes back as it was (shadow mode retries its dry runs with the same key).
+    lc_ledger.set_budget(SCOPE, LC_UNIT, allocated=1_000)
+    first = reserve(lc_http, lc_api_key, 5_000, key="dry-once", dry_run=True)
+    again = reserve(lc_http, lc_api_key, 5_000, key="dry-once", dry_run=True)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["decision"] == "DENY"
+    assert again.json() == first.json()
+    assert lc_ledger.budget(SCOPE)["reserved"] == 0
+
+
 def test_a_revoked_key_stops_working_once_its_cached_check_has_lapsed(
     lc_http: httpx.Client, lc_ledger: LocalLedger, lc_api_key: str, lc_clock: FakeClock
 ) -> None:
