@@ -18,14 +18,13 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.baking import TEMPLATE_DIR, Baker
-from support.localhttp import http
+from support.localhttp import http, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -89,10 +88,11 @@ def embedded_server(bake: Baker, tmp_path: Path) -> Iterator[str]:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         assert url.startswith("http://"), "the embedded Cycles server did not start"
-        deadline = time.monotonic() + 30  # stops a hang only; nothing asserts speed
-        while http("GET", url + "/actuator/health/readiness")[0] != 200:
-            assert time.monotonic() < deadline, "readiness probe never answered 200"
-            time.sleep(0.1)
+
+        def ready() -> bool:
+            return http("GET", url + "/actuator/health/readiness")[0] == 200
+
+        wait_for(ready, 30, "the readiness probe to answer 200")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -25,15 +25,14 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.baking import Baker
-from support.localhttp import free_port, http
+from support.localhttp import free_port, http, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +44,6 @@ GRACE_MS = 5_000  # the protocol's default grace period after expiry
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 def baked_env(project: Path, workdir: Path, **extra: str) -> dict[str, str]:
