@@ -219,14 +219,32 @@ def threaded_baseline(workdir: str) -> str | None:
     package = os.path.join(parent, "localcycles")
     here = os.path.dirname(os.path.abspath(localcycles.__file__))
     shutil.copytree(here, package, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(os.path.join(package, "errors.py")) as errors:
-        if "class CyclesError" not in errors.read():  # the error type was renamed since
-            source = source.replace(
-                "from .errors import CyclesError", "from .errors import LedgerError as CyclesError"
-            )
-    with open(os.path.join(package, "server.py"), "w") as server:
-        server.write(source)
+    with open(os.path.join(package, "http", "server.py"), "w") as server:
+        server.write(rebase_imports(source))
     return parent
+
+
+#: Where the modules the flat threaded server.py imported live in the sub-package layout
+#: (protocol/, ledger/, http/; the server goes to http/server.py), and renamed names.
+BASELINE_IMPORTS = {
+    "from .errors import CyclesError": "from ..protocol.errors import LedgerError as CyclesError",
+    "from .ledger import ": "from ..ledger.local_ledger import ",
+    "from .routes import ": "from .routes import ",
+}
+
+
+def rebase_imports(source: str) -> str:
+    """The baseline server.py with its package-relative imports pointed at today's modules;
+    an import it has that is not mapped above stops the run with its line named."""
+    lines = []
+    for line in source.splitlines(keepends=True):
+        if line.startswith("from ."):
+            prefix = next((old for old in BASELINE_IMPORTS if line.startswith(old)), None)
+            if prefix is None:
+                raise SystemExit(f"threaded baseline: no mapping for import {line.strip()!r}")
+            line = BASELINE_IMPORTS[prefix] + line[len(prefix) :]
+        lines.append(line)
+    return "".join(lines)
 
 
 def spawn_from(parent: str, db: str) -> tuple[subprocess.Popen[str], str]:

@@ -127,13 +127,17 @@ CHECKS: dict[str, Callable[[str], str | None]] = {
     "input_price_per_million_usd": check_price,
     "output_price_per_million_usd": check_price,
     "cached_input_price_per_million_usd": check_price,
+    "cache_write_price_per_million_usd": check_price,
     "cycles_app": check_subject,
 }
 PRICE_FIELDS = (
     "input_price_per_million_usd",
     "output_price_per_million_usd",
     "cached_input_price_per_million_usd",
+    "cache_write_price_per_million_usd",
 )
+# Prices that default to the input price: no message of their own when it is missing.
+FOLLOW_INPUT = ("cached_input_price_per_million_usd", "cache_write_price_per_million_usd")
 
 
 def reason_for(field: str, value: str, answers: Mapping[str, object]) -> str | None:
@@ -147,14 +151,20 @@ def reason_for(field: str, value: str, answers: Mapping[str, object]) -> str | N
             "tokens like 2.50"
         )
     reason = CHECKS[field](value)
-    if reason or field != "cached_input_price_per_million_usd":
+    if reason or field not in FOLLOW_INPUT:
         return reason
     full_price = answers.get("input_price_per_million_usd")
-    valid_full_price = isinstance(full_price, str) and check_price(full_price) is None
+    if not (isinstance(full_price, str) and check_price(full_price) is None):
+        return None
+    price, full = Decimal(value.strip()), Decimal(full_price.strip())
     # The reservation prices every input token at the full rate: an upper bound only
     # while a cache read costs no more than that.
-    if valid_full_price and Decimal(value.strip()) > Decimal(str(full_price).strip()):
-        return f"must not exceed the input price ({str(full_price).strip()})"
+    if field == "cached_input_price_per_million_usd" and price > full:
+        return f"must not exceed the input price ({full_price.strip()})"
+    # Every provider bills a cache write above the base input price (Anthropic 1.25x):
+    # a lower figure is a slip (the cache-read price, say) that would undercharge.
+    if field == "cache_write_price_per_million_usd" and price < full:
+        return f"must not be below the input price ({full_price.strip()})"
     return None
 
 
@@ -170,7 +180,7 @@ def validate(answers: Mapping[str, object]) -> list[str]:
         value = answers.get(field)
         if value not in allowed:
             problems.append(f"{field}: {value!r} is not one of {', '.join(allowed)}")
-    # The cached price defaults to the input price: one message when both are missing.
+    # The cache prices default to the input price: one message when all are missing.
     follows_input = not str(answers.get("input_price_per_million_usd", "")).strip()
     for field in CHECKS:
         value = answers.get(field)
@@ -178,7 +188,7 @@ def validate(answers: Mapping[str, object]) -> list[str]:
             problems.append(f"{field}: {value!r} must be text")
             continue
         reason = reason_for(field, value, answers)
-        if not reason or (field == "cached_input_price_per_million_usd" and follows_input):
+        if not reason or (field in FOLLOW_INPUT and follows_input):
             continue
         slug = answers.get("project_slug")
         if field == "package_name" and isinstance(slug, str) and value == derived_package(slug):

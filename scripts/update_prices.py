@@ -10,7 +10,9 @@ is kept beside the table as data/LICENSE-genai-prices), read from the price snap
 the installed version ships, never fetched at run time. For every OpenAI and Anthropic
 model with both an input and an output price per token, the table keeps the standard
 prices in force today (USD per million tokens, as decimal strings): input, output and,
-where the provider publishes it, cached input (a prompt-cache read). Batch, flex and
+where the provider publishes them, cached input (a prompt-cache read) and cache write (a
+prompt-cache write with the default lifetime: Anthropic's 5-minute write; the 1-hour
+write, priced higher, is left out: the app sends no ``ttl``). Batch, flex and
 priority variants are left out. A model whose price rises for long prompts keeps its base
 price and says from how many input tokens the higher rate applies.
 """
@@ -74,6 +76,7 @@ def entry(provider: str, model: ModelInfo, now: datetime.datetime) -> dict[str, 
     input_price, input_tier = base_and_tier(prices.input_mtok)
     output_price, output_tier = base_and_tier(prices.output_mtok)
     cached_price, cached_tier = base_and_tier(prices.cache_read_mtok)
+    write_price, write_tier = base_and_tier(prices.cache_write_mtok)
     if input_price is None or output_price is None:
         return None  # not billed per token (audio, embeddings, moderation, ...)
     row: dict[str, Any] = {
@@ -83,7 +86,9 @@ def entry(provider: str, model: ModelInfo, now: datetime.datetime) -> dict[str, 
     }
     if cached_price is not None:
         row["cached_input"] = usd(cached_price)
-    tiers = [t for t in (input_tier, output_tier, cached_tier) if t is not None]
+    if write_price is not None:
+        row["cache_write"] = usd(write_price)
+    tiers = [t for t in (input_tier, output_tier, cached_tier, write_tier) if t is not None]
     if tiers:
         row["higher_rate_above_input_tokens"] = min(tiers)
     return row

@@ -158,6 +158,9 @@ def test_the_provider_picks_the_model_and_the_model_its_prices(bake: Baker, prov
     assert found["INPUT_MICROCENTS_PER_MILLION"] == microcents(entry["input"])
     assert found["OUTPUT_MICROCENTS_PER_MILLION"] == microcents(entry["output"])
     assert found["CACHED_INPUT_MICROCENTS_PER_MILLION"] == microcents(entry["cached_input"])
+    # The cache-write price where the table has one (Anthropic's), else the input price.
+    write = entry.get("cache_write", entry["input"])
+    assert found["CACHE_WRITE_MICROCENTS_PER_MILLION"] == microcents(write)
     # Other models the app may run (LLM_MODEL) are priced from the provider's part of the
     # template's table, shipped in the package.
     table = json.loads((TEMPLATE_DIR / "data" / "llm-prices.json").read_text())
@@ -223,7 +226,7 @@ def test_a_model_without_a_table_price_must_be_priced(
     assert list(tmp_path.iterdir()) == []
     err = capfd.readouterr().err
     assert "model 'acme-llm-1' has no price in the template's price table" in err
-    # Given prices are enough: the cached price defaults to the input price.
+    # Given prices are enough: the cache prices default to the input price.
     cookiecutter(
         str(TEMPLATE_DIR),
         no_input=True,
@@ -237,3 +240,4 @@ def test_a_model_without_a_table_price_must_be_priced(
     found = baked_prices(tmp_path / "llm-service")
     assert found["MODEL"] == "acme-llm-1"
     assert found["CACHED_INPUT_MICROCENTS_PER_MILLION"] == microcents("1.25")
+    assert found["CACHE_WRITE_MICROCENTS_PER_MILLION"] == microcents("1.25")

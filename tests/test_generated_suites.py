@@ -48,7 +48,7 @@ def clean_env(project: Path, **extra: str) -> dict[str, str]:
 
 
 def run(
-    project: Path, *args: str, timeout: float = 300, **env: str
+    project: Path, *args: str, timeout: float = 1200, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args],

@@ -57,6 +57,7 @@ VALID: dict[str, str] = {
     "input_price_per_million_usd": "0.75",
     "output_price_per_million_usd": "4.50",
     "cached_input_price_per_million_usd": "0.075",
+    "cache_write_price_per_million_usd": "0.75",
     "tenant_auth": "api_key",
     "tenant_isolation": "workspace",
     "cycles_app": "llm-service",
@@ -88,6 +89,10 @@ BAD_ANSWERS = [
     ("output_price_per_million_usd", "$10"),
     ("cached_input_price_per_million_usd", "abc"),
     ("cached_input_price_per_million_usd", "0.76"),
+    ("cache_write_price_per_million_usd", "abc"),
+    ("cache_write_price_per_million_usd", "inf"),
+    ("cache_write_price_per_million_usd", "-1"),
+    ("cache_write_price_per_million_usd", "0.74"),
     ("output_price_per_million_usd", ""),
     ("model", ""),
     ("model", "m" * 257),
@@ -150,9 +155,10 @@ def test_choices_are_the_ones_cookiecutter_json_offers() -> None:
 
 def test_a_missing_price_says_the_model_is_not_in_the_table() -> None:
     answers = {**VALID, "model": "my-model", "input_price_per_million_usd": ""}
-    answers["output_price_per_million_usd"] = answers["cached_input_price_per_million_usd"] = ""
+    for field in pre_gen.PRICE_FIELDS:
+        answers[field] = ""
     problems = pre_gen.validate(answers)
-    # The cached price follows the input price: one message for the two.
+    # The cache prices follow the input price: one message for the three.
     assert [p.split(":")[0] for p in problems] == [
         "input_price_per_million_usd",
         "output_price_per_million_usd",
@@ -167,6 +173,14 @@ def test_a_cached_price_above_the_input_price_is_refused() -> None:
     assert problems == [
         "cached_input_price_per_million_usd: '0.76' must not exceed the input price (0.75)"
     ]
+
+
+def test_a_cache_write_price_below_the_input_price_is_refused() -> None:
+    problems = pre_gen.validate({**VALID, "cache_write_price_per_million_usd": "0.74"})
+    assert problems == [
+        "cache_write_price_per_million_usd: '0.74' must not be below the input price (0.75)"
+    ]
+    assert pre_gen.validate({**VALID, "cache_write_price_per_million_usd": "0.9375"}) == []
 
 
 @pytest.mark.parametrize("slug", ["flask", "json", "test", "runcycles"])

@@ -83,6 +83,15 @@ def test_every_default_model_has_prices_that_convert_exactly() -> None:
             assert filters.usd_to_microcents(price) >= 0
 
 
+def test_a_cache_write_price_comes_from_the_table_else_the_fallback() -> None:
+    table = json.loads(filters.PRICE_TABLE.read_text())
+    anthropic = table["defaults"]["anthropic"]
+    expected = table["models"][anthropic]["cache_write"]
+    assert filters.model_price(anthropic, "cache_write") == expected
+    assert "cache_write" not in table["models"]["fake-model"]
+    assert filters.model_price("fake-model", "cache_write", "2.50") == "2.50"
+
+
 def test_an_unknown_model_gets_no_price() -> None:
     assert filters.model_prices("no-such-model-anywhere") is None
     assert filters.model_price("no-such-model-anywhere", "input") == ""

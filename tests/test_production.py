@@ -9,6 +9,7 @@ Cycles admin API (the embedded server) exactly as compose runs it.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -82,7 +83,8 @@ def app_setting_names(project: Path) -> set[str]:
     # config.py and the modules that read its sections (config_reader.py, config_callers.py...)
     config = set().union(*map(names_read_by, (project / "src" / PACKAGE).glob("config*.py")))
     provider_keys = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}  # read as f"{PROVIDER}_API_KEY"
-    return config | names_read_by(project / "gunicorn.conf.py") | provider_keys
+    serving = names_read_by(project / "src" / PACKAGE / "serving" / "settings.py")
+    return config | names_read_by(project / "gunicorn.conf.py") | serving | provider_keys
 
 
 # --- gunicorn ------------------------------------------------------------------------------
@@ -94,6 +96,10 @@ def load_gunicorn_conf(project: Path, monkeypatch: pytest.MonkeyPatch, **env: st
     monkeypatch.setenv("FLASK_SKIP_DOTENV", "1")  # the conf file would export a stray .env
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # The conf file reads its settings with the package's serving/: this bake's package.
+    monkeypatch.syspath_prepend(str(project / "src"))
+    for name in [m for m in sys.modules if m.split(".")[0] == PACKAGE]:
+        monkeypatch.delitem(sys.modules, name)
     return runpy.run_path(str(project / "gunicorn.conf.py"))
 
 
@@ -102,8 +108,9 @@ def test_gunicorn_conf_reads_the_environment(bake: Baker, monkeypatch: pytest.Mo
     conf = load_gunicorn_conf(project, monkeypatch)
     assert conf["wsgi_app"] == f"{PACKAGE}:create_app()"
     assert conf["bind"] == ["127.0.0.1:8000"], "this machine only, unless told otherwise"
-    assert conf["worker_class"] == "gthread" and not conf["preload_app"]
-    assert 1 <= conf["workers"] <= 4 and conf["threads"] == 8
+    # gevent by default (serving/gevent_worker.py), gthread one setting away; never preloaded.
+    assert conf["worker_class"].__name__ == "GeventWorker" and not conf["preload_app"]
+    assert 1 <= conf["workers"] <= 4 and conf["worker_connections"] == 1000
     assert conf["timeout"] > 30 and conf["graceful_timeout"] >= conf["timeout"]
     assert conf["accesslog"] == "-" and "%(s)s" in conf["access_log_format"]
 
@@ -113,6 +120,9 @@ def test_gunicorn_conf_reads_the_environment(bake: Baker, monkeypatch: pytest.Mo
     )  # fmt: skip
     assert (conf["bind"], conf["workers"], conf["threads"]) == (["127.0.0.1:9001"], 3, 5)
     assert conf["timeout"] > 120, "a worker must outlive the LLM timeout"
+    assert conf["worker_class"].__name__ == "GeventWorker"
+    conf = load_gunicorn_conf(project, monkeypatch, GUNICORN_WORKER_CLASS="gthread")
+    assert conf["worker_class"].__name__ == "ThreadWorker"
 
 
 def test_gunicorn_accepts_the_config_and_imports_the_app(bake: Baker, tmp_path: Path) -> None:
@@ -307,6 +317,9 @@ def interpolate(value: object, env: Mapping[str, str]) -> str:
 def sample_dotenv(answers: Mapping[str, str]) -> dict[str, str]:
     """What a user puts in .env before `docker compose up` (see the README)."""
     env = {"REDIS_PASSWORD": "redis-secret", "ADMIN_API_KEY": "admin-secret"}
+    # The README's step: base64 of 32 random bytes (the admin server's CryptoService).
+    env["WEBHOOK_SECRET_ENCRYPTION_KEY"] = base64.b64encode(b"k" * 32).decode()
+    env["CYCLES_WEBHOOK_SECRET"] = "cycles-webhook-secret"  # the app's receiver verifies it
     if answers.get("tenant_auth", "api_key") == "api_key":
         env["TENANT_API_KEYS"] = "acme=" + "a" * 64 + ",globex=" + "b" * 64
     else:
@@ -345,10 +358,15 @@ def load_compose(project: Path) -> dict[str, Any]:
 def test_compose_runs_the_app_beside_the_pinned_cycles_stack(bake: Baker, answers: dict) -> None:
     project = bake(**answers)
     services = load_compose(project)["services"]
-    assert set(services) == {"redis", "cycles-server", "cycles-admin", "cycles-bootstrap", "app"}
+    assert {"redis", "cycles-server", "cycles-admin", "cycles-events", "cycles-dashboard"} <= set(
+        services
+    )
+    assert {"cycles-bootstrap", "app"} <= set(services)
     images = {name: s.get("image", "") for name, s in services.items()}
     assert images["cycles-server"] == "ghcr.io/runcycles/cycles-server:0.1.25.59"
-    assert images["cycles-admin"] == "ghcr.io/runcycles/cycles-server-admin:0.1.25.47"
+    assert images["cycles-admin"] == "ghcr.io/runcycles/cycles-server-admin:0.1.25.55"
+    assert images["cycles-events"] == "ghcr.io/runcycles/cycles-server-events:0.1.25.23"
+    assert images["cycles-dashboard"] == "ghcr.io/runcycles/cycles-dashboard:0.1.25.43"
     assert images["redis"] == "redis:7-alpine"
     dotenv = sample_dotenv(answers)
     app = service_env(services["app"], dotenv)
@@ -378,6 +396,47 @@ def test_compose_runs_the_app_beside_the_pinned_cycles_stack(bake: Baker, answer
     container = container_env(project, services["app"], dotenv)
     for secret in ("CYCLES_ADMIN_API_KEY", "ADMIN_API_KEY", "REDIS_PASSWORD"):
         assert not container.get(secret), f"the serving app does not need {secret}"
+
+
+@DOCKER_BAKES
+def test_compose_runs_events_and_dashboard_with_a_required_encryption_key(
+    bake: Baker, answers: dict
+) -> None:
+    """cycles-server-admin 0.1.25.54+ refuses to start without WEBHOOK_SECRET_ENCRYPTION_KEY
+    and cycles-events decrypts with the same key: compose refuses to start without it (never
+    an empty default), and every Cycles service gets the same one."""
+    project = bake(**answers)
+    services = load_compose(project)["services"]
+    dotenv = sample_dotenv(answers)
+    key = dotenv["WEBHOOK_SECRET_ENCRYPTION_KEY"]
+    assert len(base64.b64decode(key)) == 32
+    for name in ("cycles-server", "cycles-admin", "cycles-events"):
+        assert service_env(services[name], dotenv)["WEBHOOK_SECRET_ENCRYPTION_KEY"] == key
+        without = {k: v for k, v in dotenv.items() if k != "WEBHOOK_SECRET_ENCRYPTION_KEY"}
+        with pytest.raises(AssertionError, match="compose requires WEBHOOK_SECRET_ENCRYPTION_KEY"):
+            service_env(services[name], without)
+    for name in ("cycles-admin", "cycles-events"):
+        assert service_env(services[name], dotenv)["WEBHOOK_SECRET_ALLOW_PLAINTEXT"] == "false"
+    events = service_env(services["cycles-events"], dotenv)
+    assert (events["REDIS_HOST"], events["REDIS_PASSWORD"]) == ("redis", "redis-secret")
+    # The events service's management port is unauthenticated: probed inside, not published.
+    assert "ports" not in services["cycles-events"]
+    assert services["cycles-events"]["healthcheck"]["test"][-1].startswith(
+        f"http://127.0.0.1:{events['MANAGEMENT_PORT']}/"
+    )
+    # The dashboard's nginx proxies to the service names cycles-admin and cycles-server.
+    dashboard = services["cycles-dashboard"]
+    assert set(dashboard["depends_on"]) == {"cycles-admin", "cycles-server"}
+    assert all(p.startswith("127.0.0.1:") for p in dashboard["ports"])
+    readme = (project / "README.md").read_text()
+    assert "WEBHOOK_SECRET_ENCRYPTION_KEY" in readme and "b64encode" in readme
+    # Provisioning subscribes the app's receiver (on the compose network) with the secret
+    # the app verifies events with (the app reads it from .env).
+    boot = service_env(services["cycles-bootstrap"], dotenv)
+    assert boot["CYCLES_WEBHOOK_URL"] == "http://app:8000/webhooks/cycles"
+    assert boot["CYCLES_WEBHOOK_SECRET"] == dotenv["CYCLES_WEBHOOK_SECRET"]
+    app = container_env(project, services["app"], dotenv)
+    assert app["CYCLES_WEBHOOK_SECRET"] == dotenv["CYCLES_WEBHOOK_SECRET"]
 
 
 @DOCKER_BAKES
@@ -494,6 +553,49 @@ def test_compose_bootstrap_provisions_and_the_app_accepts_its_keys(
     app = {**container_env(project, services["app"], dotenv), **keys}
     summary = check_settings(project, app, tmp_path)
     assert summary == "production http://cycles-server:7878 ['acme', 'globex']"
+
+
+@DOCKER_BAKES
+def test_compose_rolls_planned_budgets_over_every_minute(
+    bake: Baker, answers: dict, tmp_path: Path
+) -> None:
+    """cycles-rollover runs `flask cycles rollover` every minute against cycles-admin, with
+    the bootstrap's tenants and plans and its record on a volume of its own; its command,
+    run with its environment against the embedded server, reads the plans and answers."""
+    project = bake(**answers)
+    compose = load_compose(project)
+    services = compose["services"]
+    rollover = services["cycles-rollover"]
+    dotenv = {**sample_dotenv(answers), "BUDGET_PLANS": "pro=5/month", "DEFAULT_PLAN": "pro"}
+    env = service_env(rollover, dotenv)
+    boot = service_env(services["cycles-bootstrap"], dotenv)
+    # The tenants, plans and admin server are the bootstrap's.
+    plans = ("BUDGET_PLANS", "TENANT_PLANS", "DEFAULT_PLAN", "CYCLES_APP")
+    shared = {n for n in boot if n.startswith(("TENANT", "CYCLES_TENANT", "CYCLES_ADMIN"))}
+    shared |= set(plans)
+    assert {name: env.get(name) for name in shared} == {name: boot[name] for name in shared}
+    assert (env["BUDGET_PLANS"], env["DEFAULT_PLAN"]) == ("pro=5/month", "pro")
+    assert env["CYCLES_LOCAL_ROLLOVER"] == "false"
+    assert set(env) <= app_setting_names(project), "it sets variables the app never reads"
+    script = rollover["command"][-1]
+    assert rollover["command"][:2] == ["sh", "-c"] and script.startswith("while :; do ")
+    assert "flask cycles rollover ||" in script and "sleep 60" in script
+    volume, folder = rollover["volumes"][0].split(":")
+    assert volume in compose["volumes"] and volume not in {"bootstrap", "instance"}
+    assert env["BUDGET_ROLLOVER_STATE"].startswith(folder + "/")
+    assert rollover["depends_on"]["cycles-bootstrap"]["condition"] == (
+        "service_completed_successfully"
+    )
+    with embedded_cycles(project, tmp_path, admin_key=dotenv["ADMIN_API_KEY"]) as url:
+        local = {**runtime_env(project), **env, "CYCLES_ADMIN_URL": url}
+        local["BUDGET_ROLLOVER_STATE"] = str(tmp_path / "rollover" / "budget-rollover.json")
+        local["CYCLES_JOURNAL_DIR"] = str(tmp_path / "journal")
+        command = [str(VENV_BIN / "flask"), "cycles", "rollover"]
+        result = run(command, tmp_path, project_env(project, **local))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all("plan pro): tracked from the month from " in x for x in lines)
+    assert (tmp_path / "rollover" / "budget-rollover.json").exists()
 
 
 # --- pre-commit and CI -----------------------------------------------------------------------

@@ -61,8 +61,9 @@ def test_price_table_defaults_are_flat_priced_models_of_their_provider() -> None
         assert entry["provider"] == provider
         assert "higher_rate_above_input_tokens" not in entry
     for name, entry in table["models"].items():
-        for kind in ("input", "output", "cached_input"):
+        for kind in ("input", "output", "cached_input", "cache_write"):
             if kind in entry:
                 assert re.fullmatch(r"[0-9]+\.[0-9]{2,8}", entry[kind]), (name, kind)
         assert Decimal(entry.get("cached_input", entry["input"])) <= Decimal(entry["input"])
+        assert Decimal(entry.get("cache_write", entry["input"])) >= Decimal(entry["input"])
     assert all(target in table["models"] for target in table["aliases"].values())

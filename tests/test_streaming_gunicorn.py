@@ -1,7 +1,9 @@
-"""Streaming under gunicorn's gthread workers: events relayed, a hang-up charged, no hold left.
+"""Streaming under gunicorn's workers: events relayed, a hang-up charged, no hold left.
 
 The generated suite streams through Werkzeug's server; production runs gunicorn, whose
-gthread worker writes and closes the response differently, so this runs the real thing.
+workers write and close the response differently, so this runs the real thing: each test
+under both worker classes the bake offers (``GUNICORN_WORKER_CLASS``: gevent, the
+default, and gthread), with the bake's own gunicorn.conf.py.
 """
 
 from __future__ import annotations
@@ -44,11 +46,21 @@ app.extensions["llm"] = FakeProvider(
 """
 
 
+WORKER_CLASSES = ("gevent", "gthread")
+WORKER_NAMES = {"gevent": "gevent", "gthread": "thread"}
+
+
 @contextmanager
 def gunicorn(
-    project: Path, tmp_path: Path, app: str, threads: int = 4, **settings: str
+    project: Path,
+    tmp_path: Path,
+    app: str,
+    worker_class: str,
+    threads: int = 4,
+    **settings: str,
 ) -> Iterator[str]:
-    """gunicorn serving ``app`` (module:variable) from ``project``, gthread like production."""
+    """gunicorn serving ``app`` (module:variable) from ``project`` with its gunicorn.conf.py
+    (read from the working directory), one worker of ``worker_class``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CYCLES_", "FLASK_"))}
     env.update(
@@ -57,28 +69,38 @@ def gunicorn(
         LLM_PROVIDER="fake",
         CYCLES_LOCAL_DB=str(tmp_path / "ledger.sqlite3"),
         CYCLES_JOURNAL_DIR=str(tmp_path / "journal"),
+        GUNICORN_WORKER_CLASS=worker_class,
+        GUNICORN_THREADS=str(threads),  # gthread only
         **settings,
     )
     log_path = tmp_path / "gunicorn.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-             "--threads", str(threads), "--worker-class", "gthread", app],
+             app],
             cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until_serving(base, server, log_path, PATIENCE_S)
+            (using,) = [x for x in log_path.read_text().splitlines() if "Using worker:" in x]
+            # The production class was used (serving/ names gthread's ThreadWorker).
+            assert WORKER_NAMES[worker_class] in using.lower(), using
             yield base
         finally:
             stop_group(server)
 
 
+@pytest.fixture(params=WORKER_CLASSES)
+def worker_class(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def gunicorn_app(bake: Baker, tmp_path: Path) -> Iterator[str]:
+def gunicorn_app(bake: Baker, tmp_path: Path, worker_class: str) -> Iterator[str]:
     project = fresh_copy(bake(), tmp_path)
     (project / "slow_stream_app.py").write_text(SLOW_APP)
-    with gunicorn(project, tmp_path, "slow_stream_app:app") as base:
+    with gunicorn(project, tmp_path, "slow_stream_app:app", worker_class) as base:
         yield base
 
 
@@ -116,7 +138,7 @@ def settled_balance(base: str) -> dict[str, int]:
     return row
 
 
-def test_gthread_streams_every_event_and_charges_a_hang_up_for_what_it_got(
+def test_gunicorn_streams_every_event_and_charges_a_hang_up_for_what_it_got(
     gunicorn_app: str,
 ) -> None:
     before = balance(gunicorn_app)["spent"]
@@ -169,15 +191,17 @@ app.extensions["llm"] = Firehose(app.extensions["settings"].llm_model)
 FIREHOSE_TOKENS = 500_000
 
 
-def test_gthread_cuts_off_a_client_that_stops_reading_and_charges_what_it_produced(
-    bake: Baker, tmp_path: Path
+def test_gunicorn_cuts_off_a_client_that_stops_reading_and_charges_what_it_produced(
+    bake: Baker, tmp_path: Path, worker_class: str
 ) -> None:
     project = fresh_copy(bake(), tmp_path)
     (project / "firehose_app.py").write_text(FIREHOSE_APP)
     settings = {"STREAM_WRITE_TIMEOUT": "1", "MAX_TOKENS_LIMIT": str(FIREHOSE_TOKENS)}
-    # One thread: while the stream's write is blocked, nothing else is served, so the balance
-    # below is read only once that write has failed and freed the thread.
-    with gunicorn(project, tmp_path, "firehose_app:app", threads=1, **settings) as base:
+    # gthread, one thread: while the stream's write is blocked nothing else is served, so
+    # the balance below is read only once that write has failed and freed the thread.
+    # gevent serves the balance meanwhile: the wait below is for the charge to land.
+    app = "firehose_app:app"
+    with gunicorn(project, tmp_path, app, worker_class, threads=1, **settings) as base:
         before = balance(base)
         port = int(base.rsplit(":", 1)[1])
         client = socket.socket()

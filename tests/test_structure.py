@@ -50,15 +50,23 @@ NOT_NAMED_FOR_A_MODULE: dict[str, str] = {
 # help, and observability hears about the web and the budget only through signals.
 LAYERS: dict[str, int] = {
     "web": 4,
+    # gunicorn's side, imported only by gunicorn.conf.py; its check reads the app's settings
+    "serving": 5,
     "commands": 4,
     "observability": 3,
     "budget": 2,
+    # Budget alerts (store, signatures, forwarder): beside the budget, never importing it.
+    "alerts": 2,
     "cycles": 1,
     "config": 0,
     "config_values": 0,
     "config_callers": 0,
     "config_tenancy": 0,
     "config_reader": 0,
+    "config_plans": 0,
+    "config_alerts": 0,
+    "config_models": 0,
+    "config_end_users": 0,
     "settings_source": 0,
     "errors": 0,
     "money": 0,

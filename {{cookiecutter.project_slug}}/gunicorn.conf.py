@@ -8,7 +8,6 @@ set, and never falls back to the development defaults on its own.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
@@ -26,59 +25,50 @@ from flask.helpers import get_load_dotenv
 if get_load_dotenv():
     load_dotenv()
 
+# serving/ never imports the app (see on_starting): the gevent worker patches the standard
+# library when a worker starts, and the app must be imported after that, in the worker.
+from {{ cookiecutter.package_name }}.serving import boot_signals as serving_boot_signals
+from {{ cookiecutter.package_name }}.serving import preflight
+from {{ cookiecutter.package_name }}.serving import settings as serving_settings
+from {{ cookiecutter.package_name }}.serving import workers as serving_workers
 
-def _number(name: str, default: float) -> float:
-    # Invalid values fall back to the default here; the app itself validates the settings
-    # it shares with this file (LLM_TIMEOUT, CYCLES_READ_TIMEOUT) and refuses to boot.
-    try:
-        return float(os.environ.get(name) or default)
-    except ValueError:
-        return default
-
-
-def _bind(addresses: str, port: int) -> list[str]:
-    """``GUNICORN_BIND``: comma-separated ``host``, ``host:port`` or ``unix:path``.
-
-    A bare host (``0.0.0.0``, ``[::]``) listens on ``PORT``.
-    """
-    result = []
-    for address in filter(None, (part.strip() for part in addresses.split(","))):
-        bare_host = ":" not in address or address.endswith("]")
-        result.append(f"{address}:{port}" if bare_host else address)
-    return result
-
+# Problems with these settings are reported with the app's, by on_starting; meanwhile the
+# defaults stand in, so gunicorn gets that far.
+try:
+    _settings = serving_settings.read(os.environ, os.cpu_count())
+    _problems: list[str] = []
+except serving_settings.ServingSettingsError as error:
+    _settings = serving_settings.read({}, os.cpu_count())
+    _problems = list(error.problems)
 
 wsgi_app = "{{ cookiecutter.package_name }}:create_app()"
 # This machine only, unless told otherwise: a container publishes its port from outside
 # and sets GUNICORN_BIND=0.0.0.0 (the Docker image does); a host behind a proxy on another
 # machine sets the interface that proxy reaches.
-bind = _bind(os.environ.get("GUNICORN_BIND") or "127.0.0.1", int(_number("PORT", 8000)))
+bind = _settings.bind
 
 # Each worker is a separate process with its own Cycles clients (and, with the embedded
-# development ledger, its own ledger thread on the one shared SQLite file). Threads serve
-# concurrent requests inside a worker: LLM calls spend most of their time waiting.
-worker_class = "gthread"
-workers = max(1, int(_number("WEB_CONCURRENCY", min(os.cpu_count() or 1, 4))))
-threads = max(1, int(_number("GUNICORN_THREADS", 8)))
+# development ledger, its own ledger thread on the one shared SQLite file). LLM calls spend
+# most of their time waiting: a gevent worker (the default) serves up to worker_connections
+# of them at once, a gthread worker (GUNICORN_WORKER_CLASS=gthread) as many as its threads.
+# Both answer gunicorn's own errors in JSON and cut clients too slow to send their request
+# (serving/workers.py).
+worker_class = serving_workers.worker_class(_settings)
+workers = _settings.workers
+threads = _settings.threads
+worker_connections = _settings.worker_connections
 # Never preload: clients, background threads and SQLite connections must not cross a fork.
 preload_app = False
+# gunicorn 25+ opens a control socket at one per-user path by default, so two servers on a
+# host (two projects, a test run beside a dev server) would take it from each other, and
+# anything running as this user could resize or stop the server through it. Nothing here
+# uses gunicornc; a deployment that wants it removes this line and sets control_socket.
+control_socket_disable = True
 
-# A request may wait for Cycles (reserve, then commit) and for the LLM; the worker must not
-# be killed as silent before those timeouts have fired and the app has answered.
-_request_budget_s = _number("LLM_TIMEOUT", 30) + 2 * _number("CYCLES_READ_TIMEOUT", 5)
-timeout = math.ceil(_request_budget_s) + 15
-# That timeout watches each worker's main loop, not its request threads: a thread whose
-# write is blocked on a client that stopped reading is freed by the app, which charges such
-# a stream and cuts its connection within 1.5 x STREAM_WRITE_TIMEOUT (budget/hold_keeper.py).
-_stuck_stream_s = (
-    1.5 * _number("STREAM_WRITE_TIMEOUT", 30)
-    + _number("CYCLES_CONNECT_TIMEOUT", 2)
-    + _number("CYCLES_READ_TIMEOUT", 5)
-    + 5
-)
-# On SIGTERM finish requests in flight (commit what they spent) before exiting, including
-# a stream stuck on such a client.
-graceful_timeout = max(timeout, math.ceil(_stuck_stream_s))
+# Longer than a request's Cycles calls and LLM call; graceful_timeout lets requests in
+# flight on SIGTERM commit what they spent (serving/settings.py).
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
 keepalive = 5
 
 # Access log to stdout; never the Authorization header or request bodies.
@@ -88,46 +78,59 @@ access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
 def on_starting(server: Any) -> None:
-    """Check the app's settings once, in the master, before anything listens.
+    """Check every setting once, in the master, before anything listens.
 
     Every problem is printed, one line each, and gunicorn exits 1: no worker boots only to
     die with a traceback. APP_ENV must be set: development is never a silent fallback for a
-    deployment. The master logs the start-up line (APP_ENV, Cycles, provider, model) once;
-    its workers inherit that and stay quiet. (Only the settings are read; nothing starts.)
+    deployment. The check of the app's settings runs in a process of its own (the master
+    does not import the app: serving/preflight.py) and logs the start-up line (APP_ENV,
+    Cycles, provider, model) once; the workers do not repeat it. (Only the settings are
+    read; nothing starts.)
     """
     # The check imports the app package and with it prometheus_client, which picks its
     # multiprocess mode once, on import: the metrics directory must be chosen first.
     pre_fork(server, None)
-    from {{ cookiecutter.package_name }} import settings_source
-    from {{ cookiecutter.package_name }}.config import ConfigError
-
-    try:
-        settings_source.load(settings_source.instance_path(), require_app_env=True)
-    except ConfigError as error:
-        print(f"Error: {error.format_message()}", file=sys.stderr, flush=True)
+    outcome = preflight.check()
+    problems = [*outcome.problems, *_problems]
+    if problems:
+        message = serving_settings.ServingSettingsError(problems)
+        print(f"Error: {message}", file=sys.stderr, flush=True)
         if server.pidfile is not None:
             server.pidfile.unlink()
-        raise SystemExit(1) from None
+        raise SystemExit(1)
+    if outcome.startup_line is not None:
+        _startup_line.append(outcome.startup_line)
+    if outcome.exposed_listener_warning is not None:
+        _exposed_listener_warning.append(outcome.exposed_listener_warning)
+
+
+_startup_line: list[str] = []  # logged by the master's check: the workers stay quiet
+_exposed_listener_warning: list[str] = []  # web/caller_scheme.py's, as the check read it
 
 
 def post_fork(server: Any, worker: Any) -> None:
     """What only a starting app can find wrong (the embedded ledger's port is taken, say) is
     reported like the settings: its lines alone, no traceback, and gunicorn stops."""
+    serving_boot_signals.hold()  # a stop asked for while the worker boots is not lost
     load_app = worker.load_wsgi
 
     def load_app_reporting_config_errors() -> None:
-        from gunicorn.errors import AppImportError
-
-        from {{ cookiecutter.package_name }}.config import ConfigError
-
+        for line in _startup_line:
+            preflight.quiet_startup_line(line)
         try:
-            load_app()
+            load_app()  # the first import of the app in this process (gevent has patched)
             # The embedded ledger starts on first use; start it now, so that what only a
             # starting ledger finds (a busy CYCLES_LOCAL_PORT) stops gunicorn here.
             from {{ cookiecutter.package_name }}.cycles.clients import local_server
 
             local_server(worker.wsgi)
-        except ConfigError as error:
+        except Exception as error:
+            from gunicorn.errors import AppImportError
+
+            from {{ cookiecutter.package_name }}.config import ConfigError
+
+            if not isinstance(error, ConfigError):
+                raise
             # gunicorn prints this message alone and halts: "App failed to load".
             raise AppImportError(f"Error: {error.format_message()}") from None
 
@@ -176,10 +179,6 @@ def when_ready(server: Any) -> None:
     import ipaddress
     import socket
 
-    from {{ cookiecutter.package_name }}.web.caller_scheme import EXPOSED_LISTENER_WARNING
-
-    if EXPOSED_LISTENER_WARNING is None:
-        return
     exposed = []
     for listener in server.LISTENERS:
         if listener.sock.family == socket.AF_UNIX:
@@ -187,5 +186,5 @@ def when_ready(server: Any) -> None:
         host = listener.sock.getsockname()[0]
         if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
             exposed.append(str(listener))
-    if exposed:
-        server.log.warning(EXPOSED_LISTENER_WARNING, ", ".join(exposed))
+    for warning in _exposed_listener_warning if exposed else ():
+        server.log.warning(warning, ", ".join(exposed))

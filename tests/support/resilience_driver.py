@@ -147,7 +147,7 @@ def show_ledger(db: str) -> None:
     """The app tenant's budget and every reservation of its Cycles tenant."""
     ledger = _localcycles.LocalLedger(db)
     try:
-        page = ledger.list_reservations(CYCLES_TENANT, [], "created_at_ms", False, 0, 1_000)
+        page = ledger.list_reservations(CYCLES_TENANT, [], "created_at_ms", False, None, 1_000)
         out = {
             "budget": ledger.budget(SCOPE, UNIT),
             "reservations": [

@@ -153,7 +153,7 @@ class Provisioner:
     def reservation_statuses(self, tenant: str) -> list[str]:
         """The status of every reservation made for ``tenant``, oldest first."""
         page = self.ledger.list_reservations(
-            cycles_tenant_of(tenant), [], "created_at_ms", False, 0, 1_000
+            cycles_tenant_of(tenant), [], "created_at_ms", False, None, 1_000
         )
         return [row["status"] for row in page["rows"]]
 
@@ -222,6 +222,17 @@ def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
 
 
+BUDGET_DENIAL_FIELDS = {
+    "estimate_microcents",
+    "estimate_usd",
+    "remaining_microcents",
+    "remaining_usd",
+    "limit_microcents",
+    "limit_usd",
+    "how_to_get_more",
+}
+
+
 def assert_error(response: TestResponse, status: int, error: str) -> dict[str, Any]:
     """The response is the app's JSON error shape with this status and stable code."""
     assert response.status_code == status, response.get_data(as_text=True)
@@ -229,7 +240,9 @@ def assert_error(response: TestResponse, status: int, error: str) -> dict[str, A
     body = response.get_json()
     assert isinstance(body, dict)
     assert body["error"] == error
-    assert set(body) <= {"error", "message", "retry_after_ms"}
+    # A budget denial also names the estimate, what remains and how to get more.
+    extra = BUDGET_DENIAL_FIELDS if status == 402 else set()
+    assert set(body) <= {"error", "message", "retry_after_ms", *extra}
     assert isinstance(body["message"], str) and body["message"]
     text = response.get_data(as_text=True)
     for leak in ("None", "null", "<html", "Traceback"):

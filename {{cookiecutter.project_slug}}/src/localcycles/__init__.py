@@ -13,7 +13,8 @@ Cycles v0 wire protocol and the provisioning subset of the reference admin API::
 
 Or as its own process: ``python -m localcycles --db PATH [--port N] [--admin-key K]``.
 Where things live: ``protocol`` (validation, scopes, permissions, errors: no I/O),
-``ledger`` (the SQLite ledger: keys, budgets, the reservation lifecycle, reads, retention)
+``ledger`` (the SQLite ledger: keys, budgets, the reservation lifecycle, reads, retention),
+``events`` (webhook subscriptions, budget threshold events, signed delivery with retries)
 and ``http`` (codec, connection front end, routes, server); each uses only those before it.
 ``process`` runs the server as its own process.
 """

@@ -13,6 +13,7 @@ Here: :class:`Settings`, :class:`ConfigError` and the rules settings follow.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -33,6 +34,9 @@ LogFormat = Literal["json", "text"]
 APP_ENVS: tuple[AppEnv, ...] = ("development", "testing", "production")
 CYCLES_MODES: tuple[CyclesMode, ...] = ("enforce", "shadow")
 LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
+# How often a plan's budget resets (budget/periods.py has the UTC boundaries); none: never.
+Period = Literal["day", "week", "month", "none"]
+PERIODS: tuple[Period, ...] = ("day", "week", "month", "none")
 
 # Chosen when the project was generated (how callers and tenants map is code: callers.py,
 # config_callers.py, cycles/tenancy.py, config_tenancy.py); these are only defaults of settings.
@@ -113,6 +117,15 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A budget plan (BUDGET_PLANS): an allocation in USD microcents for each period."""
+
+    name: str
+    allocated: int
+    period: Period
+
+
 class ConfigError(click.ClickException, ValueError):
     """Settings are missing or invalid: ``problems`` holds one line per problem.
 
@@ -171,22 +184,57 @@ class Settings:
     llm_provider: str
     llm_model: str
     llm_prices: prices.ModelPrices  # the running model's (llm/prices.py)
+    # Every model a request may name (config_models.py), llm_model first, with its prices
+    llm_models: Mapping[str, prices.ModelPrices]
+    # A new end user's budget in USD microcents (config_end_users.py); None: no end users
+    end_user_allocation: int | None
     llm_api_key: str | None = field(repr=False)
     llm_timeout: float
     max_prompt_chars: int
     default_max_tokens: int
     max_tokens_limit: int
+    # Fit-to-budget (budget/fit.py): a call whose worst case does not fit is served with a
+    # lower max_tokens when what remains buys at least this many output tokens; 0: off
+    fit_min_tokens: int
     # Streams: how long one write may wait on a client that stopped reading before the
     # stream is ended and charged for what it produced (budget/hold_keeper.py)
     stream_write_timeout: float
     # Observability (observability/metrics.py, observability/request_log.py)
     metrics_token: str | None = field(repr=False)  # GET /metrics needs it as a bearer token
+    api_docs: bool  # GET /docs, the API document as a page (web/docs.py)
     log_format: LogFormat  # request log lines: json (production default) or text
     prometheus_multiproc_dir: Path | None  # set: metrics add up every worker's files there
+    # What a 402 tells a tenant about getting more budget (None: the default naming the
+    # operator's command; budget/denials.py)
+    budget_topup_message: str | None
+
+    # Budget plans (config_plans.py): plan name -> plan, and each app tenant's plan name
+    # (TENANT_PLANS or DEFAULT_PLAN); a tenant with no plan keeps the budget it was given.
+    budget_plans: Mapping[str, Plan]
+    tenant_plans: Mapping[str, str]
+    budget_rollover_state: Path  # where rollovers record the period each budget reset for
+    cycles_local_rollover: bool  # the app rolls the embedded ledger's budgets over itself
+
+    # Budget alerts (config_alerts.py): thresholds, and the receiver of Cycles' events
+    budget_alert_thresholds: tuple[float, ...]
+    cycles_webhook_url: str | None  # the app's receiver as Cycles reaches it (provisioning)
+    cycles_webhook_secret: str | None = field(repr=False)  # verifies Cycles' events
+    # internal networks tenants' alert URLs may point at (alerts/destinations.py)
+    budget_webhook_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    budget_alerts_resume: bool  # an app's start resumes forwards left queued (not in tests)
 
     @property
     def uses_local_cycles(self) -> bool:
         return self.cycles_base_url == LOCAL_CYCLES
+
+    def prices_of(self, model: str | None) -> prices.ModelPrices:
+        """What ``model`` (one of ``llm_models``; None: ``llm_model``) costs."""
+        return self.llm_prices if model is None else self.llm_models[model]
+
+    def plan_for(self, tenant: str) -> Plan | None:
+        """The plan of app tenant ``tenant``, or None when it has none."""
+        name = self.tenant_plans.get(tenant)
+        return self.budget_plans[name] if name is not None else None
 
 
 SETTINGS_EXTENSION = "settings"

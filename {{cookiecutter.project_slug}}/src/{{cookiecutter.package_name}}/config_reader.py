@@ -40,7 +40,11 @@ from .config import (
     minimum_reservation_ttl_ms,
     parse_instant,
 )
+from .config_alerts import read_alerts
 from .config_callers import read_callers
+from .config_end_users import read_end_users
+from .config_models import read_models
+from .config_plans import read_plans
 from .config_tenancy import read_tenant_api_keys, require_cycles_credentials
 from .config_values import CallerDefaults, CyclesCredentials, Tenancy, ValueReader, quoted
 from .llm import prices
@@ -57,11 +61,18 @@ def read_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
     production = deployment["app_env"] == "production"
     tenancy = read_tenancy(read, deployment)
     llm = read_llm(read, production)
+    models = read_models(read, llm["llm_prices"])
+    end_users = read_end_users(read, deployment["cycles_base_url"] == LOCAL_CYCLES)
     limits = read_request_limits(read)
     ledger = read_embedded_ledger(read, instance_path)
     cycles = read_cycles_calls(read, instance_path)
     keys = read_key_lifetimes(read)
     observability = read_observability(read, production)
+    alerts = read_alerts(read, deployment["app_env"])
+    budget_display = read_budget_display(read)
+    local = deployment["cycles_base_url"] == LOCAL_CYCLES
+    development = local and deployment["app_env"] == "development"
+    plans = read_plans(read, tenancy["tenants"], development, instance_path)
     if read.problems:
         raise ConfigError(read.problems)
     return Settings(
@@ -69,11 +80,16 @@ def read_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         **deployment,
         **tenancy,
         **llm,
+        **models,
+        **end_users,
         **limits,
         **ledger,
         **cycles,
         **keys,
         **observability,
+        **alerts,
+        **budget_display,
+        **plans,
     )
 
 
@@ -220,6 +236,7 @@ class RequestLimitFields(TypedDict):
     max_tokens_limit: int
     max_prompt_chars: int
     stream_write_timeout: float
+    fit_min_tokens: int
 
 
 def read_request_limits(read: ValueReader) -> RequestLimitFields:
@@ -238,6 +255,8 @@ def read_request_limits(read: ValueReader) -> RequestLimitFields:
         max_tokens_limit=max_tokens_limit,
         max_prompt_chars=read.integer("MAX_PROMPT_CHARS", "20000", 1, 10_000_000),
         stream_write_timeout=read.number("STREAM_WRITE_TIMEOUT", "30", 0.1, 3600),
+        # Fit-to-budget (budget/fit.py): the fewest output tokens worth serving; 0: off.
+        fit_min_tokens=read.integer("FIT_TO_BUDGET_MIN_TOKENS", "0", 0, 1_000_000),
     )
 
 
@@ -389,17 +408,45 @@ def is_instant(text: str) -> bool:
 
 class ObservabilityFields(TypedDict):
     metrics_token: str | None
+    api_docs: bool
     log_format: LogFormat
     prometheus_multiproc_dir: Path | None
 
 
 def read_observability(read: ValueReader, production: bool) -> ObservabilityFields:
-    """Metrics and request log lines: json lines by default in production, else text."""
+    """Metrics, the docs page (off by default in production) and request log lines (json
+    lines by default in production, else text)."""
     default: LogFormat = "json" if production else "text"
     log_format = read.choice("LOG_FORMAT", default, LOG_FORMATS)
     multiproc_dir = read.raw("PROMETHEUS_MULTIPROC_DIR")
     return ObservabilityFields(
         metrics_token=read.raw("METRICS_TOKEN"),
+        # The docs page shows no tenant data, but production exposes only what it must.
+        api_docs=read.flag("API_DOCS", not production),
         log_format=log_format,
         prometheus_multiproc_dir=Path(multiproc_dir) if multiproc_dir else None,
     )
+
+
+# --- what callers are told about their budget -----------------------------------------------
+
+MAX_TOPUP_MESSAGE_CHARS = 500
+
+
+class BudgetDisplayFields(TypedDict):
+    budget_topup_message: str | None
+
+
+def read_budget_display(read: ValueReader) -> BudgetDisplayFields:
+    """``BUDGET_TOPUP_MESSAGE``: one line of text a 402 gives as ``how_to_get_more``."""
+    message = read.raw("BUDGET_TOPUP_MESSAGE")  # unset or blank: the default
+    if message is not None and (
+        len(message) > MAX_TOPUP_MESSAGE_CHARS or not message.isprintable()
+    ):
+        read.note(
+            "BUDGET_TOPUP_MESSAGE",
+            f"BUDGET_TOPUP_MESSAGE must be one line of at most {MAX_TOPUP_MESSAGE_CHARS} "
+            "printable characters (or unset, for the default)",
+        )
+        message = None
+    return BudgetDisplayFields(budget_topup_message=message)

@@ -1,13 +1,15 @@
 """Every error leaves the app as JSON ``{error, message[, retry_after_ms]}``.
 
 ``error`` is a stable machine-readable code; ``message`` is for humans. Never an HTML page,
-never a traceback, never the string "None".
+never a traceback, never the string "None". An error may add fields of its own
+(``details``: a budget denial names the estimate, what remains and how to get more).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
@@ -21,19 +23,39 @@ class ApiError(Exception):
     """An error the API reports on purpose, with its HTTP status and stable code."""
 
     def __init__(
-        self, status: int, error: str, message: str, retry_after_ms: int | None = None
+        self,
+        status: int,
+        error: str,
+        message: str,
+        retry_after_ms: int | None = None,
+        details: Mapping[str, str | int] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
         self.retry_after_ms = retry_after_ms
+        # More fields of the JSON body (never None values: a field unknown is left out).
+        self.details: Mapping[str, str | int] = details or {}
+
+    def with_retry_after(self, retry_after_ms: int | None) -> ApiError:
+        """The same answer (details too) with another ``retry_after_ms``."""
+        return ApiError(self.status, self.error, self.message, retry_after_ms, self.details)
+
+    def with_details(self, **details: str | int) -> ApiError:
+        """The same answer with more fields in its body."""
+        merged = {**self.details, **details}
+        return ApiError(self.status, self.error, self.message, self.retry_after_ms, merged)
 
 
 def error_response(
-    status: int, error: str, message: str, retry_after_ms: int | None = None
+    status: int,
+    error: str,
+    message: str,
+    retry_after_ms: int | None = None,
+    details: Mapping[str, str | int] | None = None,
 ) -> Response:
-    body: dict[str, object] = {"error": error, "message": message}
+    body: dict[str, object] = {"error": error, "message": message, **(details or {})}
     if retry_after_ms is not None:
         body["retry_after_ms"] = retry_after_ms
     response = jsonify(body)
@@ -51,7 +73,7 @@ def _http_error_code(exc: HTTPException) -> str:
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.error, exc.message, exc.retry_after_ms)
+        return error_response(exc.status, exc.error, exc.message, exc.retry_after_ms, exc.details)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException) -> Response:

@@ -36,6 +36,18 @@ def usd_to_microcents(text: str) -> int:
 
 def format_usd(microcents: int) -> str:
     """``$7.50``: whole cents as money, smaller fractions with every significant digit."""
+    shown = usd_text(microcents)
+    return f"-${shown[1:]}" if shown.startswith("-") else f"${shown}"
+
+
+def usd_text(microcents: int) -> str:
+    """``microcents`` as an exact decimal string of US dollars, for JSON and headers.
+
+    One rule, and no rounding: a microcent is exactly 0.00000001 USD, so every amount has
+    an exact decimal form. At least two decimals (``"5.00"``), more only when the amount
+    has them (``"0.012345"``, ``"0.00000001"``), a ``-`` for a negative amount (debt). A
+    string, never a float: a float cannot hold most of these values.
+    """
     dollars = Decimal(abs(microcents)) / MICROCENTS_PER_USD
     shown = f"{dollars:.2f}" if dollars == round(dollars, 2) else f"{dollars.normalize():f}"
-    return f"{'-' if microcents < 0 else ''}${shown}"
+    return f"{'-' if microcents < 0 else ''}{shown}"

@@ -64,6 +64,16 @@ CONFIG = schemathesis.Config.from_dict(
         "checks": {
             "negative_data_rejection": {"expected-statuses": [400, 401, 403, 413, 415, 429]},
         },
+        # A well-formed alert URL is still refused when its host is internal or does not
+        # resolve (alerts/destinations.py): the document cannot say which hosts those are.
+        "operations": [
+            {
+                "include-path": "/budget/webhook",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": [200, 400, 401, 403, 404]}
+                },
+            }
+        ],
     }
 )
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)

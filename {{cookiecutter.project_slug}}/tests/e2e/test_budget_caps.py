@@ -1,4 +1,8 @@
-"""ALLOW_WITH_CAPS: the provider is given at most the cap Cycles sets on max_tokens."""
+"""ALLOW_WITH_CAPS: the provider is given at most the cap Cycles sets on max_tokens.
+
+Cycles reads caps from the budget of the subject's own scope (the deepest: the app's
+``app:`` scope under the caller's), as the reference server does: support/caps_kit.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from flask.testing import FlaskClient
 from conftest import Provisioner, assert_error, auth_headers
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import Completion, LLMProvider
+from support.caps_kit import cap_calls
 
 PROMPT = "List every prime number below one hundred, separated by commas."
 
@@ -31,7 +36,7 @@ def test_a_cap_cuts_max_tokens_and_the_charge(
 ) -> None:
     recorder = RecordingProvider(app.extensions["llm"])
     app.extensions["llm"] = recorder
-    provisioner.set_budget("acme", allocated=10**10, caps={"max_tokens": 5})
+    cap_calls(app, provisioner, "acme", {"max_tokens": 5})
 
     response = client.post(
         "/chat", json={"prompt": PROMPT, "max_tokens": 200}, headers=auth_headers("acme")
@@ -51,7 +56,7 @@ def test_a_cap_above_the_request_changes_nothing(
 ) -> None:
     recorder = RecordingProvider(app.extensions["llm"])
     app.extensions["llm"] = recorder
-    provisioner.set_budget("acme", allocated=10**10, caps={"max_tokens": 1_000})
+    cap_calls(app, provisioner, "acme", {"max_tokens": 1_000})
     response = client.post(
         "/chat", json={"prompt": PROMPT, "max_tokens": 20}, headers=auth_headers("acme")
     )
@@ -64,7 +69,7 @@ def test_a_zero_cap_refuses_and_releases(
 ) -> None:
     recorder = RecordingProvider(app.extensions["llm"])
     app.extensions["llm"] = recorder
-    provisioner.set_budget("acme", allocated=10**10, caps={"max_tokens": 0})
+    cap_calls(app, provisioner, "acme", {"max_tokens": 0})
     response = client.post("/chat", json={"prompt": PROMPT}, headers=auth_headers("acme"))
     assert_error(response, 402, "budget_capped")
     assert recorder.max_tokens_seen == []

@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 from conftest import Provisioner, assert_error, auth_headers, budget_scope
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import LLMProvider
+from {{ cookiecutter.package_name }}.money import usd_text
 
 PROMPT = "Write a haiku about careful spending."
 MAX_TOKENS = 32
@@ -40,14 +41,20 @@ def test_spending_down_turns_200s_into_402s_and_charges_exactly(
     assert balance["remaining"] == reserve - cost
 
     shown = client.get("/budget", headers=auth_headers("acme")).get_json()
+    allocated, spent, remaining = reserve + 2 * cost, 3 * cost, reserve - cost
     assert shown["balances"] == [
         {
             "scope": budget_scope("acme"),
-            "allocated": reserve + 2 * cost,
-            "spent": 3 * cost,
+            "allocated": allocated,
+            "spent": spent,
             "reserved": 0,
-            "remaining": reserve - cost,
+            "remaining": remaining,
             "debt": 0,
+            "allocated_usd": usd_text(allocated),
+            "spent_usd": usd_text(spent),
+            "reserved_usd": "0.00",
+            "remaining_usd": usd_text(remaining),
+            "debt_usd": "0.00",
         }
     ]
 

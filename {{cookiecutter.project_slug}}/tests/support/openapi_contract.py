@@ -21,6 +21,7 @@ import pytest
 from flask import Flask, Response, request, request_finished
 
 from {{ cookiecutter.package_name }}.web import openapi
+from {{ cookiecutter.package_name }}.web.operations import is_undocumented, openapi_path
 
 ERROR_SCHEMA = "#/components/schemas/ErrorResponse"
 # Answered by Flask itself for every route (Allow header; GET without its body).
@@ -46,6 +47,10 @@ class DocumentCheck:
         documented = self._documented(rule, method, response.status_code)
         if documented is None:
             return [*found, f"{where}: status not in the document"]
+        # The caller's budget headers (web/budget_headers.py) only where the document says.
+        sent = {name for name, _ in response.headers if name.startswith("X-Budget-")}
+        if undocumented := sent - set(documented.get("headers", {})):
+            found.append(f"{where}: headers {sorted(undocumented)} not documented")
         content = documented.get("content", {})
         if response.mimetype not in content:
             return [*found, f"{where}: content type {response.mimetype} not documented"]
@@ -59,7 +64,7 @@ class DocumentCheck:
             # No route matched (404, 405): the app's JSON error, whatever the path.
             error = {"application/json": {"schema": {"$ref": ERROR_SCHEMA}}}
             return {"content": error} if status in (404, 405) else None
-        operation = self.document["paths"].get(rule, {}).get(method.lower())
+        operation = self.document["paths"].get(openapi_path(rule), {}).get(method.lower())
         if operation is None:
             return None
         found: dict[str, Any] | None = operation["responses"].get(str(status))
@@ -104,6 +109,8 @@ def responses_match_the_document() -> Iterator[list[str]]:
                 checks[id(sender)] = DocumentCheck(openapi.document(sender))
             document_check = checks[id(sender)]
         rule = request.url_rule.rule if request.url_rule is not None else None
+        if rule is not None and is_undocumented(sender.view_functions[request.endpoint or ""]):
+            return  # a page kept out of the document on purpose (the docs page)
         found = document_check.problems(rule, request.method, response)
         with lock:
             problems.extend(found)

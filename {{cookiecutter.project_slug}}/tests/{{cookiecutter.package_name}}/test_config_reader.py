@@ -58,3 +58,12 @@ def test_production_defaults_to_json_log_lines() -> None:
     assert read_observability(ValueReader({}), production=True)["log_format"] == "json"
     assert read_observability(ValueReader({}), production=False)["log_format"] == "text"
     assert load(LOG_FORMAT="JSON").log_format == "json"
+
+
+def test_the_topup_message_is_one_printable_line_or_the_default() -> None:
+    assert load().budget_topup_message is None  # the default names the operator's command
+    hint = "Upgrade at https://example.com/billing"
+    assert load(BUDGET_TOPUP_MESSAGE=f"  {hint} ").budget_topup_message == hint
+    for bad in ("two\nlines", "x" * 501):
+        (found,) = problems(BUDGET_TOPUP_MESSAGE=bad)
+        assert found.startswith("BUDGET_TOPUP_MESSAGE must be one line")

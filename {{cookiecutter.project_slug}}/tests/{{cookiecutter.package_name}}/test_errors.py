@@ -39,6 +39,11 @@ def failing() -> Iterator[FlaskClient]:
     def rate_limited(retry_after_ms: int) -> None:
         raise ApiError(429, "rate_limited", "Slow down.", retry_after_ms=retry_after_ms)
 
+    @app.get("/with-details")
+    def with_details() -> None:
+        denial = ApiError(402, "budget_exceeded", "No budget.", 900, {"estimate_usd": "0.01"})
+        raise denial.with_retry_after(1500).with_details(remaining_usd="0.00")
+
     @app.get("/provider-error")
     def provider_error() -> None:
         raise ProviderError(VENDOR_TEXT)
@@ -93,3 +98,15 @@ def test_an_unexpected_error_is_500_without_a_traceback(
     (logged,) = [r for r in caplog.records if r.name == errors.log.name]
     assert logged.exc_info is not None  # the log keeps the traceback
     assert "internal detail" in caplog.text
+
+
+def test_an_error_adds_its_details_to_the_body(failing: FlaskClient) -> None:
+    response = failing.get("/with-details")
+    assert response.get_json() == {
+        "error": "budget_exceeded",
+        "message": "No budget.",
+        "retry_after_ms": 1500,
+        "estimate_usd": "0.01",
+        "remaining_usd": "0.00",
+    }
+    assert response.headers["Retry-After"] == "2"

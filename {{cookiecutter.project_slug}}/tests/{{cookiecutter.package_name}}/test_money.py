@@ -50,3 +50,26 @@ def test_format_usd_round_trips(microcents: int) -> None:
     shown = money.format_usd(microcents)
     sign = -1 if shown.startswith("-") else 1
     assert sign * money.usd_to_microcents(shown.lstrip("-").removeprefix("$")) == microcents
+
+
+@pytest.mark.parametrize(
+    ("microcents", "text"),
+    [
+        (0, "0.00"),
+        (500_000_000, "5.00"),
+        (1_234_500, "0.012345"),
+        (1, "0.00000001"),
+        (123_456_789, "1.23456789"),
+        (-50_000_000, "-0.50"),
+        (10**17, "1000000000.00"),
+    ],
+)
+def test_usd_text_is_exact_with_two_to_eight_decimals(microcents: int, text: str) -> None:
+    assert money.usd_text(microcents) == text
+
+
+@given(st.integers(-(10**15), 10**15))
+def test_usd_text_round_trips(microcents: int) -> None:
+    text = money.usd_text(microcents)
+    sign = -1 if text.startswith("-") else 1
+    assert sign * money.usd_to_microcents(text.lstrip("-")) == microcents

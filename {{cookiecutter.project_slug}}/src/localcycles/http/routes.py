@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from ..events.emitter import Emitter
 from ..ledger.keys import Principal
 from ..ledger.local_ledger import LocalLedger
 from ..ledger.rows import payload_hash
@@ -56,6 +57,7 @@ HEALTH_ROUTES = ("/healthz", "/actuator/health/liveness", "/actuator/health/read
 Handler = Callable[[Request, str | None, list[str]], Response]
 
 _RESERVATION = re.compile(r"^/v1/reservations/([^/]+)(?:/(commit|release|extend))?$")
+_WEBHOOK = re.compile(r"^/v1/admin/webhooks/([^/]+)$")
 
 
 def split_target(target: str) -> tuple[str, dict[str, str]]:
@@ -71,9 +73,18 @@ def split_target(target: str) -> tuple[str, dict[str, str]]:
 class Api:
     """The HTTP surface of the local server: runtime protocol + admin provisioning."""
 
-    def __init__(self, ledger: LocalLedger, admin_key: str | None) -> None:
+    def __init__(
+        self,
+        ledger: LocalLedger,
+        admin_key: str | None,
+        *,
+        events: Emitter | None = None,
+        extra_routes: dict[str, dict[str, tuple[Handler, Auth]]] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.admin_key = admin_key
+        # Told after each spend or funding (outside the ledger's transaction).
+        self.events = events
         # route -> method -> (handler, who may call it)
         self._routes: dict[str, dict[str, tuple[Handler, Auth]]] = {
             "/v1/reservations": {
@@ -100,6 +111,7 @@ class Api:
             },
             "/v1/admin/budgets/fund": {"POST": (self.fund, Auth.EITHER)},
             "/v1/auth/validate": {"POST": (self.validate_key, Auth.ADMIN)},
+            **(extra_routes or {}),
         }
 
     # ------------------------------------------------------------------ dispatch
@@ -123,6 +135,9 @@ class Api:
     def _route(self, path: str) -> tuple[str, list[str]]:
         if path in self._routes:
             return path, []
+        webhook = _WEBHOOK.match(path)
+        if webhook is not None and "/v1/admin/webhooks/{id}" in self._routes:
+            return "/v1/admin/webhooks/{id}", [unquote(webhook.group(1))[:128]]
         match = _RESERVATION.match(path)
         if match is None:
             raise LedgerError(404, "NOT_FOUND", f"No such endpoint: {path[:256]}")
@@ -199,7 +214,9 @@ class Api:
     def reserve(self, req: Request, tenant: str | None, args: list[str]) -> Response:
         body, digest = self._body(req)
         request = validation.reservation(body)
-        return Response(200, self.ledger.reserve(self._tenant_key(tenant), request, digest))
+        answer = self.ledger.reserve(self._tenant_key(tenant), request, digest)
+        self._changed(tenant)  # a hold can exhaust a budget (the reference emits then too)
+        return Response(200, answer)
 
     def decide(self, req: Request, tenant: str | None, args: list[str]) -> Response:
         body, digest = self._body(req)
@@ -208,7 +225,9 @@ class Api:
 
     def commit(self, req: Request, tenant: str | None, args: list[str]) -> Response:
         body, digest = self._body(req)
-        return Response(200, self.ledger.commit(tenant, args[0], validation.commit(body), digest))
+        answer = self.ledger.commit(tenant, args[0], validation.commit(body), digest)
+        self._changed(tenant)
+        return Response(200, answer)
 
     def release(self, req: Request, tenant: str | None, args: list[str]) -> Response:
         body, digest = self._body(req)
@@ -223,7 +242,9 @@ class Api:
     def event(self, req: Request, tenant: str | None, args: list[str]) -> Response:
         body, digest = self._body(req)
         request = validation.event(body)
-        return Response(201, self.ledger.create_event(self._tenant_key(tenant), request, digest))
+        answer = self.ledger.create_event(self._tenant_key(tenant), request, digest)
+        self._changed(tenant)
+        return Response(201, answer)
 
     def get_reservation(self, req: Request, tenant: str | None, args: list[str]) -> Response:
         # The operator (admin key) also sees what the commit carried; runcycles' strict model
@@ -243,13 +264,11 @@ class Api:
             raise forbidden("tenant filter does not match the tenant of the API key")
         query = queries.reservations(req.query)
         page = self.ledger.list_reservations(
-            tenant, query.where, query.order_by, query.descending, query.offset, query.limit
+            tenant, query.where, query.order_by, query.descending, query.after, query.limit
         )
         out: Json = {"reservations": page["rows"], "has_more": page["has_more"]}
         if page["has_more"]:
-            out["next_cursor"] = queries.encode_cursor(
-                {"o": query.offset + query.limit, "f": query.fingerprint}
-            )
+            out["next_cursor"] = query.cursor(page["last"])
         return Response(200, out)
 
     def balances(self, req: Request, tenant: str | None, args: list[str]) -> Response:
@@ -315,4 +334,11 @@ class Api:
             admin_tenant = admin_requests.tenant_id(req.query["tenant_id"])
             if admin_tenant != funding.tenant_id:
                 raise forbidden("Budget does not belong to that tenant")
-        return Response(200, self.ledger.apply_funding(funding, key_tenant=tenant))
+        answer = self.ledger.apply_funding(funding, key_tenant=tenant)
+        self._changed(funding.tenant_id)
+        return Response(200, answer)
+
+    def _changed(self, tenant: str | None) -> None:
+        """Spend or funding changed ``tenant``'s budgets: threshold events (events/)."""
+        if self.events is not None and tenant is not None:
+            self.events.changed(tenant)

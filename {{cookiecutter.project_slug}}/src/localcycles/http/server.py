@@ -15,11 +15,15 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from ..events.delivery import Deliverer, RetryPolicy
+from ..events.emitter import Emitter
+from ..events.store import WebhookStore
 from ..ledger.local_ledger import Clock, LocalLedger
 from ..protocol.errors import LedgerError
 from . import codec
 from .front import FrontEnd, Job, Limits
 from .routes import Api, Request, split_target
+from .webhooks import WebhookRoutes
 
 log = logging.getLogger(__name__.rsplit(".", 1)[0])
 
@@ -46,14 +50,24 @@ class LocalCyclesServer:
         clock: Clock | None = None,
         limits: Limits | None = None,
         timer: Callable[[], float] = time.monotonic,
+        webhook_retry: RetryPolicy | None = None,
     ) -> None:
         self.ledger = LocalLedger(db_path, clock=clock)
+        # Webhook events (events/): subscriptions in the same file; delivery on its own thread.
+        self.webhooks = WebhookStore(self.ledger.db)
+        self.deliverer = Deliverer(webhook_retry)
+        emitter = Emitter(self.webhooks, self.deliverer, self.ledger.clock)
         self.host = host
         self.port = port
         self.admin_key = admin_key
         self.limits = limits or Limits()
         self._timer = timer
-        self._api = Api(self.ledger, admin_key)
+        self._api = Api(
+            self.ledger,
+            admin_key,
+            events=emitter,
+            extra_routes=WebhookRoutes(self.webhooks, self.ledger.clock).routes(),
+        )
         self._listener: socket.socket | None = None
         self._front: FrontEnd | None = None
         self._thread: threading.Thread | None = None
@@ -119,6 +133,7 @@ class LocalCyclesServer:
         if self._checkpointer is not None:
             self.ledger.db.stop_checkpointer(self._checkpointer)
             self._checkpointer = None
+        self.deliverer.stop()
 
     def _respond(self, job: Job) -> tuple[bytes, bool]:
         """Answer one request: the whole response and whether to keep the connection."""

@@ -13,7 +13,7 @@ from typing import Any
 from ..protocol import wire
 from ..protocol.admin_requests import BudgetSpec, BudgetUpdate, Funding, budget_spec, funding, scope
 from ..protocol.errors import LedgerError, conflict, forbidden
-from . import balances
+from . import balances, fund_idempotency
 from .accounting import Budget, checked, reconcile_over_limit
 from .accounting import fund as apply_funding
 from .db import Database
@@ -22,15 +22,13 @@ from .rows import (
     expire_now,
     insert_budget,
     load_budget,
-    payload_hash,
-    remember,
-    replay,
     require_tenant,
     save_budgets,
 )
 
 Json = dict[str, Any]
 Clock = Callable[[], int]
+BUDGET_STATUSES = ("ACTIVE", "FROZEN", "CLOSED")
 
 
 class BudgetAdmin:
@@ -92,6 +90,19 @@ class BudgetAdmin:
             save_budgets(conn, [budget], now)
         return balances.budget_ledger(budget)
 
+    def set_budget_status(self, scope_text: str, status: str, unit: str = "USD_MICROCENTS") -> None:
+        """ACTIVE, FROZEN or CLOSED (what the reference's freeze, unfreeze and tenant-close
+        set); a budget that is not ACTIVE refuses reservations and funding."""
+        if status not in BUDGET_STATUSES:
+            raise ValueError(f"budget status must be one of {', '.join(BUDGET_STATUSES)}")
+        canonical, _ = scope(scope_text)
+        with self.db.write() as conn:
+            _existing(conn, canonical, unit, None)
+            conn.execute(
+                "UPDATE budgets SET status = ? WHERE scope = ? AND unit = ?",
+                (status, canonical, unit),
+            )
+
     def fund(
         self,
         scope: str,
@@ -117,20 +128,22 @@ class BudgetAdmin:
         ``key_tenant``: the tenant of the calling API key (None: the admin key). Returns the
         reference BudgetFundingResponse (previous/new allocated, remaining, debt, spent).
         """
-        body_hash = payload_hash(
-            [request.scope, request.unit, request.operation, request.amount, request.spent]
-        )
-        endpoint = f"fund:{request.scope}:{request.unit}"
+        digest = fund_idempotency.body_hash(request)
         key = request.idempotency_key
         now = self.clock()
         unit = request.unit
         with self.db.write() as conn:
             expire_holds(conn, now)
             if key:
-                replayed = replay(conn, request.tenant_id, endpoint, key, body_hash)
+                replayed = fund_idempotency.replayed(conn, key, digest, now)
                 if replayed is not None:
                     return replayed
             budget = _existing(conn, request.scope, unit, key_tenant)
+            if budget.status in ("FROZEN", "CLOSED"):
+                # The reference's fund script refuses these before any operation.
+                raise conflict(
+                    f"BUDGET_{budget.status}", f"Budget is {budget.status.lower()}: {budget.scope}"
+                )
             before = replace(budget)
             apply_funding(budget, request.operation, request.amount, request.spent)
             save_budgets(conn, [budget], now)
@@ -147,7 +160,7 @@ class BudgetAdmin:
                 "timestamp": wire.iso(now),
             }
             if key:
-                remember(conn, request.tenant_id, endpoint, key, body_hash, out, now)
+                fund_idempotency.record(conn, key, digest, out, now)
         return out
 
     def budget(self, scope_text: str, unit: str = "USD_MICROCENTS") -> Json | None:

@@ -166,8 +166,7 @@ class Database:
             os.makedirs(directory, exist_ok=True)
         self._idle: list[sqlite3.Connection] = []
         self._writer: sqlite3.Connection | None = None
-        self._all: list[sqlite3.Connection] = []
-        self._all_guard = threading.Lock()
+        self._idle_guard = threading.Lock()  # _idle against close()
         self._write_lock = _process_lock(self.path)
         self._closed = False
         with self.read() as conn:
@@ -189,8 +188,6 @@ class Database:
 
     def _open(self) -> sqlite3.Connection:
         conn = _connect(self.path, self.autocheckpoint)
-        with self._all_guard:
-            self._all.append(conn)
         self._modes[id(conn)] = self.autocheckpoint
         return conn
 
@@ -212,7 +209,11 @@ class Database:
         try:
             yield conn
         finally:
-            self._idle.append(conn)
+            with self._idle_guard:
+                if self._closed:  # close() ran meanwhile: it left this connection to us
+                    conn.close()
+                else:
+                    self._idle.append(conn)
 
     # (thread id, connection) of the open group_commit() block, if any.
     _group: tuple[int, sqlite3.Connection] | None = None
@@ -249,6 +250,8 @@ class Database:
             shared.execute("RELEASE request")
             return
         with self._write_lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             conn = self._writer
             if conn is None:
                 conn = self._writer = self._open()
@@ -283,6 +286,8 @@ class Database:
                         try:
                             self.maintenance()
                         except sqlite3.Error:
+                            if self._closed:  # closed while pruning: nothing left to do
+                                return
                             log.exception("localcycles: maintenance failed; retrying later")
             finally:
                 conn.close()
@@ -305,8 +310,15 @@ class Database:
         self.autocheckpoint = True
 
     def close(self) -> None:
-        self._closed = True
-        with self._all_guard:
-            conns, self._all = self._all, []
-        for conn in conns:
+        """Close the writer and the idle connections; a reader's is closed as it comes back.
+
+        Closing a connection while another thread runs a statement on it can crash SQLite's
+        C library (the maintenance thread may be pruning, a request may be reading), so the
+        writer is closed under the write lock and a connection in use is never touched here.
+        """
+        with self._write_lock, self._idle_guard:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            writer, self._writer = self._writer, None
+        for conn in [*idle, *([writer] if writer is not None else [])]:
             conn.close()

@@ -215,7 +215,10 @@ class KeyStore:
         if refusal is not None:
             return refusal
         principal = Principal(str(row["tenant_id"]), frozenset(json.loads(row["permissions"])))
-        valid_until = min(now + AUTH_CACHE_MS, row["expires_at_ms"] or now + AUTH_CACHE_MS)
+        # Never cached past the key's expiry: the first lookup after it looks again.
+        expires = row["expires_at_ms"]
+        ceiling = now + AUTH_CACHE_MS
+        valid_until = ceiling if expires is None else min(ceiling, expires + 1)
         self._auth_cache[secret] = (principal, valid_until)
         return principal
 
@@ -260,7 +263,8 @@ def _refusal(row: Any, now: int) -> str | None:
         return "KEY_NOT_FOUND"
     if row["status"] != "ACTIVE":
         return f"KEY_{row['status']}"
-    if row["expires_at_ms"] is not None and row["expires_at_ms"] <= now:
+    # The reference refuses a key once the time is after its expiry: valid at the instant.
+    if row["expires_at_ms"] is not None and now > row["expires_at_ms"]:
         return "KEY_EXPIRED"
     if row["tenant_status"] is None:
         return "TENANT_NOT_FOUND"

@@ -67,7 +67,7 @@ class ReservationLifecycle:
             if not budgets:
                 raise _missing_budget(conn, scopes, unit)
             _hold(conn, budgets, estimate, row, now)
-            caps = _caps(budgets)
+            caps = _caps(budgets, scopes[-1])
             result = {
                 "decision": "ALLOW_WITH_CAPS" if caps else "ALLOW",
                 "reservation_id": reservation_id,
@@ -336,7 +336,7 @@ def _evaluate(
     if denial is not None:
         result.update(decision="DENY", reason_code=denial[0])
     else:
-        caps = _caps(budgets)
+        caps = _caps(budgets, scopes[-1])
         if caps:
             result.update(decision="ALLOW_WITH_CAPS", caps=caps)
     if dry_run:
@@ -399,9 +399,12 @@ def _with_ttl(conn: sqlite3.Connection, response: Json, now: int, reservation_id
     return {**response, "remaining_ttl_ms": ttl}
 
 
-def _caps(budgets: list[Budget]) -> Json | None:
-    """Caps of the most specific budgeted scope that has any (reserve/decide soft landing)."""
-    for budget in reversed(budgets):
-        if budget.caps:
+def _caps(budgets: list[Budget], scope_path: str) -> Json | None:
+    """Caps of the subject's own scope (``scope_path``, the deepest), for the soft landing of
+    reserve / decide / dry run. The reference reads them from that scope's budget only
+    (reserve.lua and RedisReservationRepository): caps on a parent scope do not apply, and
+    a subject whose deepest scope has no budget gets none."""
+    for budget in budgets:
+        if budget.scope == scope_path and budget.caps:
             return budget.caps
     return None

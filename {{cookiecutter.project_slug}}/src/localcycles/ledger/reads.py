@@ -69,22 +69,36 @@ class LedgerReads:
         where: Sequence[tuple[str, Any]],
         order_by: str,
         descending: bool,
-        offset: int,
+        after: tuple[Any, str] | None,
         limit: int,
     ) -> Json:
         """GET /v1/reservations; ``where`` holds (SQL predicate, parameter) pairs built by the
-        HTTP layer from a fixed vocabulary, ``order_by`` a whitelisted column."""
+        HTTP layer from a fixed vocabulary, ``order_by`` a whitelisted column.
+
+        Keyset pages, as the reference's sorted listing: ordered by ``order_by``, then by
+        ``reservation_id`` ascending in either direction; ``after`` is the (sort value, id)
+        of the previous page's last row, and ``last`` the same for this page when more
+        follow. Rows created or finalized between two pages then shift nothing.
+        """
         expire_now(self.db, self.clock())
         clauses = ["tenant_id = ?", *(clause for clause, _ in where)]
         params: list[Any] = [tenant, *(param for _, param in where)]
+        if after is not None:
+            beyond = "<" if descending else ">"
+            clauses.append(f"({order_by} {beyond} ? OR ({order_by} = ? AND reservation_id > ?))")
+            params.extend((after[0], after[0], after[1]))
         direction = "DESC" if descending else "ASC"
         sql = (
             f"SELECT * FROM reservations WHERE {' AND '.join(clauses)} "
-            f"ORDER BY {order_by} {direction}, reservation_id {direction} LIMIT ? OFFSET ?"
+            f"ORDER BY {order_by} {direction}, reservation_id ASC LIMIT ?"
         )
         with self.db.read() as conn:
-            rows = conn.execute(sql, (*params, limit + 1, offset)).fetchall()
-        return {"rows": [summary(r) for r in rows[:limit]], "has_more": len(rows) > limit}
+            rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+        page = rows[:limit]
+        out: Json = {"rows": [summary(r) for r in page], "has_more": len(rows) > limit}
+        if len(rows) > limit:
+            out["last"] = (page[-1][order_by], page[-1]["reservation_id"])
+        return out
 
     def balance_page(
         self, tenant: str, filters: dict[str, str], after: tuple[str, str] | None, limit: int

@@ -66,12 +66,15 @@ class BudgetUpdate:
 @dataclass(frozen=True)
 class Funding:
     scope: str
-    tenant_id: str  # the scope's tenant, which owns the funding idempotency keys
+    tenant_id: str  # the scope's tenant (funding keys are global: ledger/fund_idempotency)
     unit: str
     operation: str
     amount: int
     spent: int | None
     idempotency_key: str | None
+    # Part of the request the reference hashes for idempotency (the whole body counts).
+    reason: str | None = None
+    metadata: Body | None = None
 
 
 # ---------------------------------------------------------------------- fields
@@ -338,7 +341,9 @@ def funding(query: Mapping[str, str], body: Body) -> Funding:
     spent = amount(body["spent"], "spent") if body.get("spent") is not None else None
     if value.unit != budget_unit or (spent is not None and spent.unit != budget_unit):
         raise invalid("amount units must match the budget unit")
-    string(body, "reason", 512, where="funding")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise invalid("funding.metadata must be a JSON object")
     return Funding(
         canonical,
         owner,
@@ -347,4 +352,6 @@ def funding(query: Mapping[str, str], body: Body) -> Funding:
         value.amount,
         spent.amount if spent else None,
         string(body, "idempotency_key", 256, where="funding"),
+        string(body, "reason", 512, where="funding"),
+        metadata,
     )

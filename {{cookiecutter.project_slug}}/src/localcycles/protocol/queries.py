@@ -24,10 +24,11 @@ SORT_COLUMNS = {
     "expires_at_ms": "expires_at_ms",
 }
 STATUSES = ("ACTIVE", "COMMITTED", "RELEASED", "EXPIRED")
-#: Cursors this server issues are far shorter; anything longer is not one of them.
-MAX_CURSOR = 1024
-#: Offsets beyond any list this ledger holds (and within SQLite's 64-bit OFFSET).
-MAX_OFFSET = 10**9
+#: Cursors this server issues are shorter (a scope path is the longest sort value they
+#: carry); anything longer is not one of them.
+MAX_CURSOR = 4096
+#: Sort columns whose values are integers (the others are text).
+NUMERIC_SORT_COLUMNS = frozenset({"amount", "created_at_ms", "expires_at_ms"})
 #: Window filters: query names -> column they bind to.
 WINDOWS = (
     ("from", "to", "created_at_ms"),
@@ -41,9 +42,13 @@ class ListQuery:
     where: list[tuple[str, Any]]
     order_by: str
     descending: bool
-    offset: int
+    after: tuple[Any, str] | None  # the (sort value, reservation id) a page starts after
     limit: int
     fingerprint: str
+
+    def cursor(self, last: tuple[Any, str]) -> str:
+        """The cursor of the page after the one whose last row is ``last``."""
+        return encode_cursor({"f": self.fingerprint, "v": last[0], "id": last[1]})
 
 
 def limit(params: dict[str, str]) -> int:
@@ -100,7 +105,7 @@ def balance_cursor(cursor: str | None) -> tuple[str, str] | None:
 
 
 def reservations(params: dict[str, str]) -> ListQuery:
-    """Filters, sort and offset-cursor for GET /v1/reservations."""
+    """Filters, sort and keyset cursor for GET /v1/reservations."""
     where: list[tuple[str, Any]] = []
     key = params.get("idempotency_key")
     if key:
@@ -127,20 +132,25 @@ def reservations(params: dict[str, str]) -> ListQuery:
     fingerprint = hashlib.sha256(
         json.dumps([where, order_by, descending], default=str).encode()
     ).hexdigest()[:16]
-    offset = 0
+    after = None
     cursor = params.get("cursor")
     if cursor:
-        state = decode_cursor(cursor)
-        position = state.get("o")
-        if (
-            state.get("f") != fingerprint
-            or isinstance(position, bool)
-            or not isinstance(position, int)
-            or not 0 <= position <= MAX_OFFSET
-        ):
-            raise invalid("cursor does not match this query")
-        offset = position
-    return ListQuery(where, order_by, descending, offset, limit(params), fingerprint)
+        after = _position(decode_cursor(cursor), fingerprint, order_by)
+    return ListQuery(where, order_by, descending, after, limit(params), fingerprint)
+
+
+def _position(state: dict[str, Any], fingerprint: str, order_by: str) -> tuple[Any, str]:
+    """The (sort value, reservation id) a reservation cursor of this query carries."""
+    value, last_id = state.get("v"), state.get("id")
+    numeric = order_by in NUMERIC_SORT_COLUMNS
+    fits = (
+        type(value) is int and -(2**63) <= value < 2**63
+        if numeric
+        else isinstance(value, str) and len(value) <= MAX_CURSOR
+    )
+    if state.get("f") != fingerprint or not fits or not isinstance(last_id, str):
+        raise invalid("cursor does not match this query")
+    return value, last_id
 
 
 def _instant(params: dict[str, str], name: str) -> int | None:

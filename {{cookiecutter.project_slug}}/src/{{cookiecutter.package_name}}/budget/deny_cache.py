@@ -76,7 +76,7 @@ class DenyCache:
                 return None
             remaining = max(entry.retry_at, entry.expires) - now
             error = entry.error
-        return ApiError(error.status, error.error, error.message, _ms(remaining))
+        return error.with_retry_after(_ms(remaining))  # its details (estimate, ...) kept
 
     def remember(self, tenant: str, estimate: int, error: ApiError) -> ApiError:
         """Keep Cycles' denial of ``estimate`` for ``tenant``; return the answer to send.
@@ -102,7 +102,16 @@ class DenyCache:
             if len(self._entries) >= self.max_entries:
                 self._prune(now)
             self._entries[tenant] = entry
-        return ApiError(error.status, error.error, error.message, retry_after_ms)
+        return error.with_retry_after(retry_after_ms)
+
+    def add_details(self, tenant: str, error: ApiError) -> None:
+        """Give ``tenant``'s cached denial the body fields of ``error`` (what remains, read
+        after the denial was remembered, so the other threads never waited for it)."""
+        if self.enabled:
+            with self._lock:
+                entry = self._entries.get(tenant)
+                if entry is not None:
+                    entry.error = entry.error.with_details(**error.details)
 
     def forget(self, tenant: str) -> None:
         """Drop ``tenant``'s denial: Cycles answered something else."""

@@ -17,6 +17,9 @@ blocked write fails and the server closes the stream.
 
 One thread serves every stream of the app (a thread per stream costs more than the
 extensions do), it starts with the first stream, and it sleeps until the next hold is due.
+Holds that fall due together (streams that started together: a gevent worker holds
+hundreds) are extended up to ``concurrency`` at a time: one after the other, on a busy
+worker, the last of them could otherwise lapse before its turn.
 The clock is injectable and :meth:`run_due` does one pass, so tests drive it without
 waiting.
 """
@@ -28,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from runcycles import CyclesClient
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 # After a failed extension, try again this much later (while the hold still has time); also
 # how soon to look again at a stream that had to end but was busy (not waiting on a write).
 RETRY_AFTER_FAILURE_S = 1.0
+# Extensions the app's keeper makes at once (its Cycles clients keep 64 connections each).
+EXTEND_CONCURRENCY = 16
 
 ExtendHold = Callable[[Hold], bool]
 EndReason = Literal["write_stalled", "hold_lapsing"]
@@ -118,8 +124,10 @@ class HoldKeeper:
         write_timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
+        concurrency: int = 1,
     ) -> None:
-        """``extend(hold)`` makes one extension, True when Cycles took it.
+        """``extend(hold)`` makes one extension, True when Cycles took it; ``concurrency``
+        extensions may run at once (each on a helper thread when more than one is due).
 
         ``settle_lead_s``: how long before its hold lapses a stream waiting on a write is
         ended and settled (the app passes the time one commit can take, with margin).
@@ -137,6 +145,8 @@ class HoldKeeper:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._concurrency = max(1, concurrency)
+        self._helpers: ThreadPoolExecutor | None = None
 
     def watch(self, hold: Hold) -> None:
         """Keep ``hold`` alive until :meth:`forget` (or until Cycles refuses for good)."""
@@ -191,8 +201,7 @@ class HoldKeeper:
         now = self._clock()
         with self._wake:
             due = [hold for hold, at in self._due.items() if at <= now]
-        for hold in due:
-            extended = self._extend(hold)
+        for hold, extended in zip(due, self._extend_all(due), strict=True):
             with self._wake:
                 if hold not in self._due:
                     continue  # settled meanwhile
@@ -210,12 +219,23 @@ class HoldKeeper:
             looks = [*self._due.values(), *(self._next_look(w, now) for w in self._streams)]
         return min((at for at in looks if at is not None), default=None)
 
+    def _extend_all(self, due: list[Hold]) -> list[bool]:
+        if self._closed:  # closing: nothing is kept any more (and the helpers are gone)
+            return [False] * len(due)
+        if self._concurrency == 1 or len(due) < 2:
+            return [self._extend(hold) for hold in due]
+        if self._helpers is None:
+            self._helpers = ThreadPoolExecutor(self._concurrency, "cycles-heartbeat-extend")
+        return list(self._helpers.map(self._extend, due))
+
     def close(self) -> None:
         with self._wake:
             self._closed = True
             self._due.clear()
             self._streams.clear()
             self._wake.notify()
+        if self._helpers is not None:
+            self._helpers.shutdown(wait=False)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 

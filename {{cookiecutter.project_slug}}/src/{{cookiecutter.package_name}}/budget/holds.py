@@ -11,7 +11,10 @@ import math
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ..cycles.clients import Balance
 
 HoldMode = Literal["enforce", "shadow", "unguarded"]
 Outcome = Literal["committed", "late", "pending", "event", "released"]
@@ -40,6 +43,15 @@ class Hold:
     # The app request this hold serves (X-Request-ID): sent to Cycles in every record's
     # metadata, so a charge in the ledger can be traced to the request and its log line.
     request_id: str | None = None
+    # The caller's own budget as the reserve answer showed it (this hold already taken
+    # out): what the response headers report, with no extra Cycles call. None when the
+    # answer carried no row for it (shadow, unguarded, an older server).
+    balance: Balance | None = None
+    # The model the call runs (LLM_MODELS); "" for LLM_MODEL. Its Cycles subject and
+    # action name it, so a per-model budget holds it (reservations.py).
+    model: str = ""
+    # The tenant's end user the call is for (its budget's ``agent`` level); "" for none.
+    user: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -73,3 +85,6 @@ class Usage:
     output_tokens: int
     model: str
     latency_ms: int
+    # The parts of input_tokens read from / written to the provider's prompt cache.
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0

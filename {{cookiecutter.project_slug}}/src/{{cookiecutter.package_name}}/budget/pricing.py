@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..llm.base import MESSAGE_OVERHEAD_TOKENS
 from ..llm.prices import (
+    CACHE_WRITE_MICROCENTS_PER_MILLION,
     CACHED_INPUT_MICROCENTS_PER_MILLION,
     GENERATED,
     INPUT_MICROCENTS_PER_MILLION,
@@ -23,6 +24,7 @@ from ..llm.prices import (
 
 __all__ = [
     "CACHED_INPUT_MICROCENTS_PER_MILLION",
+    "CACHE_WRITE_MICROCENTS_PER_MILLION",
     "GENERATED",
     "INPUT_MICROCENTS_PER_MILLION",
     "MESSAGE_OVERHEAD_TOKENS",
@@ -46,22 +48,27 @@ def cost(
     output_tokens: int,
     *,
     cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
     prices: ModelPrices = GENERATED,
 ) -> int:
     """The exact charge for a call at ``prices``, in USD microcents, rounded up.
 
     ``cached_input_tokens`` is the part of ``input_tokens`` the provider served from its
-    prompt cache (OpenAI's ``cached_tokens``), billed at the cached-input price; the rest
-    of the input is billed at the full input price.
+    prompt cache (OpenAI's ``cached_tokens``, Anthropic's ``cache_read_input_tokens``),
+    billed at the cached-input price; ``cache_write_tokens`` the part it wrote to the
+    cache (Anthropic's ``cache_creation_input_tokens``), billed at the cache-write price;
+    the rest of the input is billed at the full input price.
     """
-    if input_tokens < 0 or output_tokens < 0 or cached_input_tokens < 0:
+    if min(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens) < 0:
         raise ValueError("token counts must not be negative")
-    if cached_input_tokens > input_tokens:
-        raise ValueError("cached input tokens are part of the input tokens: at most as many")
-    input_cost = (input_tokens - cached_input_tokens) * prices.input
+    if cached_input_tokens + cache_write_tokens > input_tokens:
+        raise ValueError("cache reads and writes are part of the input tokens: at most as many")
+    plain_input = input_tokens - cached_input_tokens - cache_write_tokens
+    input_cost = plain_input * prices.input
     cached_cost = cached_input_tokens * prices.cached_input
+    write_cost = cache_write_tokens * prices.cache_write_or_input
     output_cost = output_tokens * prices.output
-    return _ceil_div(input_cost + cached_cost + output_cost, TOKENS_PER_PRICE_UNIT)
+    return _ceil_div(input_cost + cached_cost + write_cost + output_cost, TOKENS_PER_PRICE_UNIT)
 
 
 def max_input_tokens(*texts: str) -> int:
@@ -79,6 +86,8 @@ def estimate(*texts: str, max_tokens: int, prices: ModelPrices = GENERATED) -> i
 
     This is what gets reserved: it is never below :func:`cost` of the real usage, as long
     as the provider honours ``max_tokens`` (every input token is priced at the full input
-    price, which is never below the cached one).
+    price, which is never below the cached one). Cache writes cost more than that, but
+    the app asks for none (it sends no ``cache_control``); a route that does must reserve
+    its prompt at the cache-write price (``prices.cache_write_or_input``).
     """
     return cost(max_input_tokens(*texts), max_tokens, prices=prices)

@@ -1,8 +1,9 @@
 """One reservation per request: reserve the upper bound, then commit the actual cost or release.
 
 Every call here is a bare, public runcycles client call, so a served request costs exactly
-two Cycles round trips (reserve, commit), a denied one at most one, and a denial the deny
-cache remembers none. A commit that cannot settle at once is kept on disk and retried until
+two Cycles round trips (reserve, commit), a denied one at most two (the reservation, and
+one balance read that tells the 402 what remains: denials.py), and a denial the deny cache
+remembers none. A commit that cannot settle at once is kept on disk and retried until
 it lands (settler.py), as a spend event (debt where the budget allows) once its hold lapsed.
 
 A :class:`~.holds.Hold` is what the guard keeps for the request while the provider runs.
@@ -26,10 +27,12 @@ import httpx
 from runcycles import CyclesMetrics, CyclesResponse
 
 from ..config import CYCLES_SAFETY_MARGIN_MS, ConfigError
+from ..config_models import model_key
 from ..cycles import errors as cycles_errors
+from ..cycles.scope_balance import own_balance
 from ..errors import ApiError
 from ..money import UNIT
-from . import signals
+from . import denials, signals
 from .holds import Hold, Settlement, Usage
 from .lost_reserves import LostReserve
 from .unsettled import Charge
@@ -52,19 +55,23 @@ def reserve(
     estimate: int,
     *,
     request_id: str | None = None,
+    model: str = "",
+    user: str = "",
 ) -> Hold:
     """Hold ``estimate`` for ``tenant``, or raise the ApiError to answer instead (402, ...).
 
-    ``request_id`` names the app request the hold serves (sent to Cycles as metadata).
+    ``request_id`` names the app request the hold serves (sent to Cycles as metadata);
+    ``model`` the model it calls ("": LLM_MODEL), a scope of its own (:func:`subject_body`);
+    ``user`` the tenant's end user it is for ("": none), whose budget it must fit too.
     Listeners hear of the hold (``signals.reserved``) or of the refusal (``refused``).
     """
     try:
         if budget.settings.cycles_mode == "shadow":
-            hold = _dry_run(budget, tenant, route, estimate, request_id)
+            hold = _dry_run(budget, tenant, route, estimate, request_id, (model, user))
         else:
             # Never reserve ahead of this tenant's own charges still on their way.
             budget.settler.catch_up(tenant)
-            hold = _hold(budget, tenant, route, estimate, request_id)
+            hold = _hold(budget, tenant, route, estimate, request_id, (model, user))
     except ApiError as error:
         signals.refused.send(
             budget.sender, route=route, tenant=tenant, estimate=estimate, error=error
@@ -75,24 +82,39 @@ def reserve(
 
 
 def _hold(
-    budget: BudgetService, tenant: str, route: str, estimate: int, request_id: str | None
+    budget: BudgetService,
+    tenant: str,
+    route: str,
+    estimate: int,
+    request_id: str | None,
+    who: tuple[str, str],
 ) -> Hold:
     """Enforce mode: a live reservation, or the ApiError that answers instead."""
-    cached = budget.deny_cache.lookup(tenant, estimate)
+    # Denials are remembered per tenant, model and end user: one model's (or end user's)
+    # spent budget is not another's.
+    model, user = who
+    denied_key = deny_key(tenant, model, user)
+    cached = budget.deny_cache.lookup(denied_key, estimate)
     if cached is not None:
-        raise cached
+        raise denials.for_estimate(cached, estimate)
     sent_at = time.monotonic()
     try:
-        result = _create(budget, tenant, route, estimate, request_id, dry_run=False)
+        result = _create(budget, tenant, route, estimate, request_id, who, dry_run=False)
     except ApiError as error:
-        budget.deny_cache.forget(tenant)
+        budget.deny_cache.forget(denied_key)
         if budget.settings.cycles_fail_open and cycles_errors.may_fail_open(error):
             log.warning("Cycles is unavailable; CYCLES_FAIL_OPEN serves %s unguarded", route)
             return Hold(tenant, route, estimate, "unguarded", request_id=request_id)
         if cycles_errors.is_budget_denial(error):
-            raise budget.deny_cache.remember(tenant, estimate, error) from None
+            denied = budget.deny_cache.remember(denied_key, estimate, error)
+            # Cycles' denial carries no balances: read them once, after the denial is
+            # cached (the tenant's other requests are answered meanwhile); the cache then
+            # gives them to the tenant's next denials without a Cycles call.
+            explained = denials.explain(budget, tenant, denied)
+            budget.deny_cache.add_details(denied_key, explained)
+            raise denials.for_estimate(explained, estimate) from None
         raise
-    budget.deny_cache.forget(tenant)
+    budget.deny_cache.forget(denied_key)
     reservation_id = result.get("reservation_id")
     if result.get("decision") == "DENY" or not isinstance(reservation_id, str):
         # A live denial is a 409 (above); a 200 without a reservation is a broken answer.
@@ -114,6 +136,9 @@ def _hold(
         max_tokens_cap=_max_tokens_cap(result),
         expires_at=expires_at,
         request_id=request_id,
+        balance=own_balance(budget.settings, tenant, result.get("balances")),
+        model=model,
+        user=user,
     )
 
 
@@ -124,22 +149,40 @@ def _ttl_ms(budget: BudgetService, result: dict[str, Any]) -> int:
 
 
 def _dry_run(
-    budget: BudgetService, tenant: str, route: str, estimate: int, request_id: str | None
+    budget: BudgetService,
+    tenant: str,
+    route: str,
+    estimate: int,
+    request_id: str | None,
+    who: tuple[str, str],
 ) -> Hold:
     """Shadow mode: evaluate the same reservation without holding anything; never deny."""
+    model, user = who
     try:
-        result = _create(budget, tenant, route, estimate, request_id, dry_run=True)
+        result = _create(budget, tenant, route, estimate, request_id, who, dry_run=True)
     except ApiError as error:
         if cycles_errors.is_budget_denial(error):
             _log_would_be_denial(tenant, route, estimate, error.error)
         else:
             log.warning("CYCLES_MODE=shadow: Cycles could not evaluate %s (%s)", route, error.error)
-        return Hold(tenant, route, estimate, "shadow", request_id=request_id)
+        return Hold(
+            tenant, route, estimate, "shadow", request_id=request_id, model=model, user=user
+        )
     if result.get("decision") == "DENY":
         reason = cycles_errors.denial(_text(result.get("reason_code")), None).error
         _log_would_be_denial(tenant, route, estimate, reason)
     # Caps are not applied either: shadow mode changes nothing the caller sees.
-    return Hold(tenant, route, estimate, "shadow", request_id=request_id)
+    balance = own_balance(budget.settings, tenant, result.get("balances"))
+    return Hold(
+        tenant,
+        route,
+        estimate,
+        "shadow",
+        request_id=request_id,
+        balance=balance,
+        model=model,
+        user=user,
+    )
 
 
 def _create(
@@ -148,13 +191,15 @@ def _create(
     route: str,
     estimate: int,
     request_id: str | None,
+    who: tuple[str, str],
     *,
     dry_run: bool,
 ) -> dict[str, Any]:
+    model, user = who
     body: dict[str, Any] = {
         "idempotency_key": str(uuid.uuid4()),
-        "subject": budget.cycles.subject_body(tenant),
-        "action": action_body(budget),
+        "subject": subject_body(budget, tenant, model, user),
+        "action": action_body(budget, model),
         "estimate": {"unit": UNIT, "amount": estimate},
         "ttl_ms": budget.settings.cycles_reservation_ttl_ms,
         "metadata": {"route": route, **({"request_id": request_id} if request_id else {})},
@@ -243,8 +288,36 @@ def release(budget: BudgetService, hold: Hold, reason: str) -> None:
         )
 
 
-def action_body(budget: BudgetService) -> dict[str, str]:
-    return {"kind": ACTION_KIND, "name": budget.settings.llm_model[:MAX_ACTION_NAME_CHARS]}
+def action_body(budget: BudgetService, model: str = "") -> dict[str, str]:
+    name = model or budget.settings.llm_model
+    return {"kind": ACTION_KIND, "name": name[:MAX_ACTION_NAME_CHARS]}
+
+
+def subject_body(
+    budget: BudgetService, tenant: str, model: str = "", user: str = ""
+) -> dict[str, str]:
+    """``tenant``'s subject (tenancy.py), with the model's level below it when the app
+    serves more than one model (LLM_MODELS), and the end user's (``agent``) below that.
+
+    Cycles budgets are keyed by scope alone (an action name selects no budget), so the
+    model is the ``workflow`` level: a budget at ``<tenant's scope>/app:<app>/workflow:
+    <model key>`` caps the tenant's spend on that model, and a model without one is
+    skipped (Cycles checks only the scopes that have a budget). Cycles reads caps from the
+    deepest scope of a subject only, so a one-model app keeps its subject (and where its
+    caps live) as it was. An end user's budget (budget/end_users.py) is the deepest scope
+    of its calls, so Cycles reads their caps there.
+    """
+    subject = dict(budget.cycles.subject_body(tenant))
+    if len(budget.settings.llm_models) > 1:
+        subject["workflow"] = model_key(model or budget.settings.llm_model)
+    if user:
+        subject["agent"] = user
+    return subject
+
+
+def deny_key(tenant: str, model: str, user: str = "") -> str:
+    """What the deny cache keeps a denial under: the tenant, the model and the end user."""
+    return "/".join((tenant, model, user)) if model or user else tenant
 
 
 # --- settling --------------------------------------------------------------------------
@@ -323,8 +396,8 @@ def _event_body(
         metadata["reservation_id"] = reservation_id
     return {
         "idempotency_key": idempotency_key,
-        "subject": budget.cycles.subject_body(hold.tenant),
-        "action": action_body(budget),
+        "subject": subject_body(budget, hold.tenant, hold.model, hold.user),
+        "action": action_body(budget, hold.model),
         "actual": {"unit": UNIT, "amount": amount},
         "metrics": _metrics(usage),
         "metadata": metadata,

@@ -24,7 +24,7 @@ from ..cycles import runcycles_compat
 from ..cycles.clients import CyclesClients, client_created, closing, cycles_clients
 from . import signals
 from .deny_cache import DenyCache
-from .hold_keeper import HoldKeeper, extend_hold
+from .hold_keeper import EXTEND_CONCURRENCY, HoldKeeper, extend_hold
 from .holds import Hold
 from .lost_reserves import LostReserves, release_lost
 from .provider_deadlines import CallRunner
@@ -81,6 +81,7 @@ class BudgetService:
             write_timeout_s=self.settings.stream_write_timeout,
             clock=clock,
             background=background,
+            concurrency=EXTEND_CONCURRENCY,
         )
 
     def extend(self, hold: Hold) -> bool:

@@ -18,18 +18,23 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from ..budget.plans import apply_plan, planned_budgets
 from ..config import app_settings
 from ..cycles import key_expiry, tenancy
 from ..cycles.admin_api import RuntimeKey, create_budget, create_tenant, fund_budget
 from ..cycles.clients import cycles_clients
 from ..errors import ApiError
 from ..money import format_usd
+from . import budgets
+from .alert_webhooks import subscribe_receiver
 from .arguments import app_tenant, check_tenant_id, dollars
 from .endpoints import admin_endpoint, budget_home
 from .keys_file import read_keys_file, recorded_expiries, recorded_keys, write_keys_file
 from .runtime_keys import Recorded, runtime_key
 
 group = AppGroup("cycles", help="Provision Cycles tenants, keys and budgets; show balances.")
+for _command in budgets.COMMANDS:  # rollover, set-budget, reset (budgets.py)
+    group.add_command(_command)
 
 
 @group.command("provision", short_help="Create tenants, runtime keys and budgets.")
@@ -39,7 +44,7 @@ group = AppGroup("cycles", help="Provision Cycles tenants, keys and budgets; sho
     default="5.00",
     show_default=True,
     envvar="CYCLES_BOOTSTRAP_BUDGET_USD",
-    help="Allocation of each new budget, in US dollars.",
+    help="Allocation of each new budget of a tenant without a plan, in US dollars.",
 )
 @click.option(
     "--keys-file",
@@ -56,6 +61,9 @@ def provision(
 ) -> None:
     """Create the Cycles tenants, runtime API keys and budgets of TENANTs (default: every
     tenant of the app).
+
+    A tenant with a plan (BUDGET_PLANS) gets the plan's allocation, also on a budget that
+    exists (its spend is kept); others get --budget-usd on a new budget.
 
     Safe to re-run: existing tenants, budgets (and their spend) are kept, and so is any
     runtime key that still works (from --keys-file or the app's settings) unless it ends
@@ -79,8 +87,13 @@ def provision(
             keys[home.cycles_tenant] = runtime_key(
                 app, admin, home.cycles_tenant, recorded, rotate_keys
             )
-    for home in homes:
-        create_budget(admin, home.cycles_tenant, home.scope, microcents)
+    planned = {budget.tenant: budget for budget in planned_budgets(app_settings(app), names)}
+    for name, home in zip(names, homes, strict=True):
+        if name in planned:
+            apply_plan(admin, planned[name])  # the plan's allocation, new or existing
+        else:
+            create_budget(admin, home.cycles_tenant, home.scope, microcents)
+    subscribe_receiver(app, admin, (home.cycles_tenant for home in homes))
     # Keys of tenants not provisioned this time stay in the file as they were.
     secrets_by_tenant = {tenant: key.secret for tenant, key in keys.items()}
     values = tenancy.key_settings(app_settings(app), {**recorded.keys, **secrets_by_tenant})

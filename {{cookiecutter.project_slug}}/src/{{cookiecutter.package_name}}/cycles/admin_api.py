@@ -166,7 +166,10 @@ def validate_key(admin: Endpoint, secret: str) -> KeyStatus | None:
     )
 
 
-def create_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int) -> None:
+def create_budget(
+    admin: Endpoint, tenant_id: str, scope: str, microcents: int, *, report: bool = True
+) -> bool:
+    """Create the budget at ``scope`` unless it exists; True when it was created."""
     status, payload = admin.call(
         "POST",
         "/v1/admin/budgets",
@@ -183,7 +186,9 @@ def create_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int) 
             f"budget {scope}: HTTP 409 {payload.get('error')}: {payload.get('message')}"
         )
     # An existing budget is left as it is: re-running provisioning never resets spend.
-    click.echo(f"budget {scope}: {'created' if status == 201 else 'exists (unchanged)'}")
+    if report:
+        click.echo(f"budget {scope}: {'created' if status == 201 else 'exists (unchanged)'}")
+    return status == 201
 
 
 def fund_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int, reason: str) -> Json:
@@ -199,3 +204,85 @@ def fund_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int, re
         },
     )
     return result
+
+
+def find_budget(admin: Endpoint, tenant_id: str, scope: str) -> Json | None:
+    """The admin API's BudgetLedger of the budget at exactly ``scope``, or None."""
+    _, payload = admin.call(
+        "GET",
+        "/v1/admin/budgets",
+        params={"tenant_id": tenant_id, "scope_prefix": scope, "unit": UNIT},
+    )
+    ledgers = payload.get("ledgers")
+    for ledger in ledgers if isinstance(ledgers, list) else []:
+        if isinstance(ledger, dict) and ledger.get("scope") == scope:
+            return ledger
+    return None
+
+
+def ledger_amount(ledger: Json, name: str) -> int:
+    """One amount of a BudgetLedger or funding answer (``{"amount": 5, "unit": ...}``)."""
+    value = ledger.get(name)
+    amount = value.get("amount") if isinstance(value, dict) else None
+    if not isinstance(amount, int):
+        raise click.ClickException(f"the admin API's answer has no {name} amount")
+    return amount
+
+
+def set_allocation(admin: Endpoint, tenant_id: str, scope: str, microcents: int) -> Json:
+    """Set the allocation of the budget at ``scope`` (RESET: the reference's operation for
+    resizing a budget; spent, holds and debt are kept); the admin API's answer."""
+    _, result = admin.call(
+        "POST",
+        "/v1/admin/budgets/fund",
+        params={"tenant_id": tenant_id, "scope": scope, "unit": UNIT},
+        body={
+            "operation": "RESET",
+            "amount": {"amount": microcents, "unit": UNIT},
+            "reason": "allocation set",
+        },
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class SpentReset:
+    """A RESET_SPENT's outcome: the answer, or the error code of a refused key reuse."""
+
+    result: Json
+    refused: str | None = None
+
+
+def reset_spent(
+    admin: Endpoint,
+    tenant_id: str,
+    scope: str,
+    microcents: int,
+    reason: str,
+    idempotency_key: str | None = None,
+) -> SpentReset:
+    """Start a new period on the budget at ``scope`` (RESET_SPENT): allocated becomes
+    ``microcents``, spent 0; live holds (reserved) and debt are kept, as the reference
+    defines it. A key the server saw with another body is refused (409
+    IDEMPOTENCY_MISMATCH): reported, not raised, so a caller can tell it was done."""
+    body: Json = {
+        "operation": "RESET_SPENT",
+        "amount": {"amount": microcents, "unit": UNIT},
+        "reason": reason,
+    }
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    status, result = admin.call(
+        "POST",
+        "/v1/admin/budgets/fund",
+        params={"tenant_id": tenant_id, "scope": scope, "unit": UNIT},
+        body=body,
+        accept=(200, 409) if idempotency_key else (200,),
+    )
+    if status == 409:
+        if result.get("error") != "IDEMPOTENCY_MISMATCH":
+            raise click.ClickException(
+                f"budget {scope}: HTTP 409 {result.get('error')}: {result.get('message')}"
+            )
+        return SpentReset(result, refused="IDEMPOTENCY_MISMATCH")
+    return SpentReset(result)

@@ -128,33 +128,56 @@ class CyclesClients:
         """``subject_for`` as the JSON Cycles receives (plain dict: no model round trip)."""
         return tenancy.subject(self.settings, tenant)
 
-    def balances(self, tenant: str) -> list[Balance]:
-        """``tenant``'s own budgets, one per scope."""
-        filters = tenancy.balance_filters(self.settings, tenant)
+    def balances(self, tenant: str, **narrower: str) -> list[Balance]:
+        """``tenant``'s own budgets, one per scope; ``narrower``: more subject filters
+        (``agent="bob"``: only scopes with that segment)."""
+        filters = {**tenancy.balance_filters(self.settings, tenant), **narrower}
         response = self.client_for(tenant).get_balances(**filters)
         if not response.is_success:
             raise errors.from_response(response, "balances")
-        # Read leniently: a newer server may add fields the client's strict models reject.
-        body = response.body if isinstance(response.body, dict) else {}
-        rows = body.get("balances")
-        return [
-            Balance(
-                scope=str(row.get("scope_path") or row.get("scope")),
-                allocated=_amount(row, "allocated"),
-                spent=_amount(row, "spent"),
-                reserved=_amount(row, "reserved"),
-                remaining=_amount(row, "remaining"),
-                debt=_amount(row, "debt"),
-            )
-            for row in (rows if isinstance(rows, list) else [])
-            if isinstance(row, dict)
-        ]
+        rows = _balances(response.body)
+        if rows is None:
+            # A 200 that is not a balance list (not JSON, another shape) is no answer: never
+            # an empty list, never "ready".
+            error = errors.malformed()
+            errors.log_failure("balances", response.status, None, error)
+            raise error
+        return rows
 
 
-def _amount(row: Mapping[str, object], name: str) -> int:
-    value = row.get(name)
+def _balances(body: object) -> list[Balance] | None:
+    """The rows of a balances answer, or None when it is not one. Unknown fields are
+    ignored (a newer server may add some the client's strict models reject); what the
+    protocol requires (``balances``, each row's scope and ``remaining``) must be there, and
+    every amount present must be a whole number."""
+    rows = body.get("balances") if isinstance(body, dict) else None
+    if not isinstance(rows, list):
+        return None
+    found = []
+    for row in rows:
+        if not isinstance(row, dict) or "remaining" not in row:
+            return None
+        scope = row.get("scope_path") or row.get("scope")
+        allocated, spent, reserved, remaining, debt = (
+            _amount(row, name) for name in ("allocated", "spent", "reserved", "remaining", "debt")
+        )
+        if not isinstance(scope, str) or None in (allocated, spent, reserved, remaining, debt):
+            return None
+        found.append(
+            Balance(scope, allocated or 0, spent or 0, reserved or 0, remaining or 0, debt or 0)
+        )
+    return found
+
+
+def _amount(row: Mapping[str, object], name: str) -> int | None:
+    """``row[name]["amount"]``; 0 when the field is absent, None when it is malformed."""
+    if name not in row:
+        return 0
+    value = row[name]
     amount = value.get("amount") if isinstance(value, dict) else None
-    return amount if isinstance(amount, int) else 0
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        return amount
+    return None
 
 
 def init_app(

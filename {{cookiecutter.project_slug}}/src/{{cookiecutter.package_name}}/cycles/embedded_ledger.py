@@ -22,7 +22,7 @@ from decimal import Decimal
 from localcycles import LedgerError, LocalCyclesServer, LocalLedger
 
 from ..config import ConfigError, Settings
-from ..money import MICROCENTS_PER_USD
+from ..money import MICROCENTS_PER_USD, format_usd
 from . import tenancy
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,40 @@ def budget_microcents(settings: Settings) -> int:
     return int(Decimal(settings.cycles_local_budget_usd) * MICROCENTS_PER_USD)
 
 
+def allocation_for(settings: Settings, tenant: str) -> int:
+    """What ``tenant``'s budget is made with: its plan's allocation, if it has a plan,
+    else CYCLES_LOCAL_BUDGET_USD."""
+    plan = settings.plan_for(tenant)
+    return plan.allocated if plan is not None else budget_microcents(settings)
+
+
+def budget_drift(ledger: LocalLedger, settings: Settings) -> str | None:
+    """One line naming each budget whose allocation is not what the settings make (the
+    ledger keeps existing budgets, so a changed CYCLES_LOCAL_BUDGET_USD or plan is not
+    applied by a restart), and the commands that apply them; None when all match."""
+    differ, fixes = [], []
+    for tenant in settings.tenants:
+        found = ledger.budget(tenancy.budget_scope(settings, tenant))
+        wanted = allocation_for(settings, tenant)
+        if found is None or found["allocated"] == wanted:
+            continue
+        plan, held = settings.plan_for(tenant), format_usd(found["allocated"])
+        if plan is None:
+            usd = settings.cycles_local_budget_usd
+            differ.append(f"{tenant} {held} (CYCLES_LOCAL_BUDGET_USD={usd})")
+            fixes.append(f"`flask cycles set-budget {tenant} {usd}`")
+        else:
+            differ.append(f"{tenant} {held} (plan {plan.name}: {format_usd(plan.allocated)})")
+            fixes.append("`flask cycles provision`")
+    if not differ:
+        return None
+    return (
+        "Cycles: the embedded ledger keeps the budgets it has, and these differ from the "
+        f"settings: {', '.join(differ)}; to apply the settings run "
+        + ", ".join(dict.fromkeys(fixes))
+    )
+
+
 def start(settings: Settings) -> EmbeddedCycles:
     """Start the embedded ledger on ``settings.cycles_local_db`` and seed it."""
     settings.cycles_local_db.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +136,9 @@ def start(settings: Settings) -> EmbeddedCycles:
         server.stop()
         server.ledger.close()
         raise ConfigError(f"CYCLES_BASE_URL=local: cannot seed the ledger: {exc.message}") from None
+    drift = budget_drift(server.ledger, settings)
+    if drift is not None:
+        log.warning("%s", drift)
     log.warning(
         "Cycles: using the embedded DEVELOPMENT ledger at %s (%s); "
         "set CYCLES_BASE_URL to a Cycles server for production",
@@ -116,6 +153,6 @@ def seed(ledger: LocalLedger, settings: Settings) -> dict[str, str]:
     return tenancy.seed(
         ledger,
         settings,
-        budget_microcents(settings),
+        lambda tenant: allocation_for(settings, tenant),
         lambda cycles_tenant: runtime_key(ledger, settings, cycles_tenant),
     )

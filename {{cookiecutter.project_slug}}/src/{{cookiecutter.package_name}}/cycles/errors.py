@@ -38,6 +38,13 @@ _DENIALS: Mapping[str, tuple[int, str, str]] = {
 }
 _DENIED = (402, "budget_denied", "The budget service denied this request.")
 _UNAVAILABLE = (503, "cycles_unavailable", "The budget service is unavailable; try again later.")
+# A 2xx whose body is not what the protocol promises (not JSON, another shape): as good as
+# no answer (so CYCLES_FAIL_OPEN may serve past it), but named for what it is.
+_MALFORMED = (
+    503,
+    "cycles_unavailable",
+    "The budget service is not answering properly; try again later.",
+)
 _REJECTED_KEY = (503, "cycles_misconfigured", "The budget service is misconfigured.")
 _RATE_LIMITED = (429, "rate_limited", "Too many requests to the budget service; slow down.")
 _REFUSED = (503, "cycles_error", "The budget service refused the request.")
@@ -80,6 +87,11 @@ def classify(status: int, code: str | None, retry_after_ms: int | None) -> ApiEr
     return _api_error(_REFUSED)
 
 
+def malformed() -> ApiError:
+    """The answer to a 2xx from Cycles that lacks what the protocol promises."""
+    return _api_error(_MALFORMED)
+
+
 def error_code(response: CyclesResponse) -> str | None:
     """The protocol error code of a failed Cycles response, if it sent one."""
     body = response.body if isinstance(response.body, dict) else {}
@@ -94,8 +106,7 @@ def from_response(response: CyclesResponse, operation: str) -> ApiError:
     if retry_after is None:
         retry_after = response.retry_after_ms_header
     if response.is_success:
-        # A 2xx without what the protocol promises is as good as no answer.
-        error = classify(-1, None, None)
+        error = malformed()
     else:
         error = classify(response.status, error_code(response), retry_after)
     log_failure(operation, response.status, error_code(response), error)

@@ -29,6 +29,7 @@ import json
 import queue
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
@@ -43,8 +44,11 @@ import httpx
 # anything past this is a fault, and reading it whole would cost the worker its memory.
 MAX_ANSWER_BYTES = 1_048_576
 
-# Idle kept-alive connections kept per client (one per API key): beyond these, close.
-MAX_IDLE_CONNECTIONS = 16
+# Connections per client (one per API key), all kept alive: a call beyond them waits for
+# one to come back (within its deadline) rather than open, then close, a connection of
+# its own. Under gevent a worker has hundreds of requests in flight; a connection opened
+# and closed per call costs more CPU than the call (and a Cycles server a socket each).
+MAX_CONNECTIONS = 64
 
 
 class AnswerTooLarge(Exception):
@@ -99,9 +103,9 @@ def _current() -> CallLimits:
 
 class PlainHttp:
     """What runcycles' CyclesClient asks of its httpx.Client (``post``, ``get``, ``close``),
-    over http.client, with a small pool of kept-alive connections shared by all threads
-    (a connection goes back to the pool after each answer, so threads that come and go,
-    as under ``flask run``, leave nothing open behind them)."""
+    over http.client, with a pool of at most ``max_connections`` kept-alive connections
+    shared by all threads (a connection goes back to the pool after each answer, so threads
+    that come and go, as under ``flask run``, leave nothing open behind them)."""
 
     def __init__(
         self,
@@ -112,7 +116,7 @@ class PlainHttp:
         read_timeout: float,
         total_s: float,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
-        max_idle: int = MAX_IDLE_CONNECTIONS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         url = urlsplit(base_url)
         self._base_url = base_url.rstrip("/")
@@ -124,7 +128,9 @@ class PlainHttp:
         self._read_timeout = read_timeout
         self._total_s = total_s
         self._max_answer_bytes = max_answer_bytes
-        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue(max_idle)
+        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue(max_connections)
+        # A slot per connection that may be open: taken for the whole of a call.
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._closed = False
 
     def post(
@@ -152,45 +158,62 @@ class PlainHttp:
         request = httpx.Request(method, self._base_url + path)
         all_headers = {**self._headers, **headers}
         with limited(self._total_s, self._read_timeout, self._max_answer_bytes) as limits:
-            for attempt in (1, 2):
-                try:
-                    connection, reused = self._checkout(request)
-                except httpx.TransportError as exc:
-                    if attempt == 1:
-                        raise
-                    # The first attempt may have reached the server: not "never sent".
-                    raise httpx.ReadError(str(exc), request=request) from exc
-                try:
-                    connection.request(method, self._prefix + path, body, all_headers)
-                    answer = connection.getresponse()
-                    if (answer.length or 0) > limits.max_bytes:
-                        raise AnswerTooLarge(f"Cycles announced {answer.length} bytes")
-                    content = answer.read()
-                except TimeoutError as exc:
-                    connection.close()
-                    raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
-                except AnswerTooLarge as exc:
-                    connection.close()
-                    raise httpx.ReadError(str(exc), request=request) from exc
-                except (OSError, http.client.HTTPException) as exc:
-                    connection.close()
-                    # Kept-alive connections the server has closed fail on first use: drop
-                    # them all and send once more on a new one. Every Cycles POST carries an
-                    # idempotency key, so sending it again is safe.
-                    if reused and attempt == 1:
-                        self._drain()
-                        continue
-                    # Connected, so the server may have acted on the request: not a
-                    # ConnectError, which means it never left (see reservations.py).
-                    message = str(exc) or type(exc).__name__
-                    raise httpx.ReadError(message, request=request) from exc
-                if answer.will_close:
-                    connection.close()
-                else:
-                    self._checkin(connection)
-                return httpx.Response(
-                    answer.status, headers=answer.getheaders(), content=content, request=request
-                )
+            if not self._slots.acquire(timeout=limits.timeout(None)):
+                # Never sent: every connection stayed busy for the whole call deadline.
+                raise httpx.ConnectTimeout("no free connection to Cycles", request=request)
+            try:
+                return self._exchange(method, path, body, all_headers, request, limits)
+            finally:
+                self._slots.release()
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        all_headers: dict[str, str],
+        request: httpx.Request,
+        limits: CallLimits,
+    ) -> httpx.Response:
+        for attempt in (1, 2):
+            try:
+                connection, reused = self._checkout(request)
+            except httpx.TransportError as exc:
+                if attempt == 1:
+                    raise
+                # The first attempt may have reached the server: not "never sent".
+                raise httpx.ReadError(str(exc), request=request) from exc
+            try:
+                connection.request(method, self._prefix + path, body, all_headers)
+                answer = connection.getresponse()
+                if (answer.length or 0) > limits.max_bytes:
+                    raise AnswerTooLarge(f"Cycles announced {answer.length} bytes")
+                content = answer.read()
+            except TimeoutError as exc:
+                connection.close()
+                raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+            except AnswerTooLarge as exc:
+                connection.close()
+                raise httpx.ReadError(str(exc), request=request) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                # Kept-alive connections the server has closed fail on first use: drop
+                # them all and send once more on a new one. Every Cycles POST carries an
+                # idempotency key, so sending it again is safe.
+                if reused and attempt == 1:
+                    self._drain()
+                    continue
+                # Connected, so the server may have acted on the request: not a
+                # ConnectError, which means it never left (see reservations.py).
+                message = str(exc) or type(exc).__name__
+                raise httpx.ReadError(message, request=request) from exc
+            if answer.will_close:
+                connection.close()
+            else:
+                self._checkin(connection)
+            return httpx.Response(
+                answer.status, headers=answer.getheaders(), content=content, request=request
+            )
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _checkout(self, request: httpx.Request) -> tuple[_Connection, bool]:

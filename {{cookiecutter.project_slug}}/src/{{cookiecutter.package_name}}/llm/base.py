@@ -19,9 +19,13 @@ class Completion:
     """The model's answer and the usage the provider reports (what the call is billed on)."""
 
     text: str
-    input_tokens: int
+    input_tokens: int  # all of them, including those read from or written to a prompt cache
     output_tokens: int
     model: str  # the model the provider says it used, which may be a dated variant
+    # The parts of input_tokens the provider read from / wrote to its prompt cache, which
+    # it bills below / above the input price (pricing.py).
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass
@@ -39,6 +43,9 @@ class StreamProgress:
     text_bytes: int = 0  # UTF-8 bytes of the text deltas yielded so far
     model: str | None = None  # the model the provider says it used
     usage_final: bool = False  # the provider reported the stream's final usage
+    # The parts of input_tokens read from / written to the prompt cache, as reported.
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def add_text(self, text: str) -> None:
         self.text_bytes += len(text.encode("utf-8", "surrogatepass"))

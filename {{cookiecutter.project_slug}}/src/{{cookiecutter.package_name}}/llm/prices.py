@@ -4,10 +4,10 @@ The model that runs (``LLM_MODEL``) is the model that is priced. The model chose
 project was generated keeps the prices given then (below). Any other model is priced from
 ``prices.json`` beside this module: the chosen provider's part of the template's price
 table (standard prices, USD per million tokens). ``LLM_INPUT_PRICE_PER_MILLION_USD``,
-``LLM_OUTPUT_PRICE_PER_MILLION_USD`` and ``LLM_CACHED_INPUT_PRICE_PER_MILLION_USD``
-replace any of those figures, and price a model the table does not know; without them
-such a model is refused at start-up, never guessed, so no call is billed at another
-model's rates.
+``LLM_OUTPUT_PRICE_PER_MILLION_USD``, ``LLM_CACHED_INPUT_PRICE_PER_MILLION_USD`` and
+``LLM_CACHE_WRITE_PRICE_PER_MILLION_USD`` replace any of those figures, and price a model
+the table does not know; without them such a model is refused at start-up, never guessed,
+so no call is billed at another model's rates.
 
 Prices are integer USD microcents per million tokens ($1 = 100,000,000 microcents), the
 unit of ``pricing``; a price text is accepted exactly as the generation prompts accept it.
@@ -28,10 +28,12 @@ from typing import Any
 # The model and prices answered when the project was generated, USD per million tokens:
 # input ${{ cookiecutter.input_price_per_million_usd }},
 # cached input ${{ cookiecutter.cached_input_price_per_million_usd }},
+# cache write ${{ cookiecutter.cache_write_price_per_million_usd }},
 # output ${{ cookiecutter.output_price_per_million_usd }}.
 MODEL = "{{ cookiecutter.model }}"
 INPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.input_price_per_million_usd | usd_to_microcents | py_int }}
 CACHED_INPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.cached_input_price_per_million_usd | usd_to_microcents | py_int }}
+CACHE_WRITE_MICROCENTS_PER_MILLION = {{ cookiecutter.cache_write_price_per_million_usd | usd_to_microcents | py_int }}
 OUTPUT_MICROCENTS_PER_MILLION = {{ cookiecutter.output_price_per_million_usd | usd_to_microcents | py_int }}
 
 MICROCENTS_PER_USD = 100_000_000
@@ -45,7 +47,13 @@ MAX_USD_PER_MILLION = Decimal(10_000)
 INPUT_PRICE = "LLM_INPUT_PRICE_PER_MILLION_USD"
 OUTPUT_PRICE = "LLM_OUTPUT_PRICE_PER_MILLION_USD"
 CACHED_INPUT_PRICE = "LLM_CACHED_INPUT_PRICE_PER_MILLION_USD"
-PRICE_SETTINGS = {"input": INPUT_PRICE, "output": OUTPUT_PRICE, "cached_input": CACHED_INPUT_PRICE}
+CACHE_WRITE_PRICE = "LLM_CACHE_WRITE_PRICE_PER_MILLION_USD"
+PRICE_SETTINGS = {
+    "input": INPUT_PRICE,
+    "output": OUTPUT_PRICE,
+    "cached_input": CACHED_INPUT_PRICE,
+    "cache_write": CACHE_WRITE_PRICE,
+}
 TABLE_FILE = "prices.json"
 
 
@@ -58,6 +66,15 @@ class ModelPrices:
     cached_input: int  # a prompt-cache read; never above ``input`` (the estimate's bound)
     output: int
     source: str  # where the figures came from, for the start-up line and errors
+    # A prompt-cache write (Anthropic's ``cache_creation_input_tokens``, 5-minute
+    # lifetime); never below ``input``. Last, with a default, so that a price without
+    # caching is written as before: writes then cost the input price.
+    cache_write: int | None = None
+
+    @property
+    def cache_write_or_input(self) -> int:
+        """What a cache-write token costs: its own price, else the input price."""
+        return self.input if self.cache_write is None else self.cache_write
 
 
 GENERATED = ModelPrices(
@@ -66,6 +83,7 @@ GENERATED = ModelPrices(
     CACHED_INPUT_MICROCENTS_PER_MILLION,
     OUTPUT_MICROCENTS_PER_MILLION,
     "generation answers",
+    CACHE_WRITE_MICROCENTS_PER_MILLION,
 )
 
 
@@ -114,17 +132,20 @@ def listed(model: str) -> ModelPrices | None:
     row: dict[str, str] | None = table()["models"].get(canonical(model))
     if row is None:
         return None
-    # No published cache-read price: cache reads are billed as input (as the prompts do).
+    # No published cache price: reads and writes are billed as input (as the prompts do).
     input_price = usd_per_million(row["input"])
     cached = usd_per_million(row["cached_input"]) if "cached_input" in row else input_price
-    return ModelPrices(model, input_price, cached, usd_per_million(row["output"]), "price table")
+    write = usd_per_million(row["cache_write"]) if "cache_write" in row else input_price
+    output = usd_per_million(row["output"])
+    return ModelPrices(model, input_price, cached, output, "price table", write)
 
 
 def priced(model: str, explicit: Mapping[str, int]) -> ModelPrices:
-    """``model``'s prices with ``explicit`` ones (by kind: input, output, cached_input) on top.
+    """``model``'s prices with ``explicit`` ones (by kind, as PRICE_SETTINGS) on top.
 
     Raises :class:`PriceProblem` for a model the table does not know and whose input and
-    output prices are not both given, or for a cached price above the input price.
+    output prices are not both given, for a cached price above the input price, or for a
+    cache-write price below it.
     """
     found = listed(model)
     if found is None:
@@ -135,7 +156,8 @@ def priced(model: str, explicit: Mapping[str, int]) -> ModelPrices:
                 f"(llm/{TABLE_FILE}, {table()['provider']} models): set {INPUT_PRICE} and "
                 f"{OUTPUT_PRICE} (US dollars per million tokens), or choose a listed model",
             )
-        # An unlisted model's cache reads cost the input price unless told otherwise.
+        # An unlisted model's cache reads and writes cost the input price unless told
+        # otherwise.
         found = ModelPrices(model, explicit["input"], explicit["input"], explicit["output"], "")
     prices = ModelPrices(
         model,
@@ -143,6 +165,7 @@ def priced(model: str, explicit: Mapping[str, int]) -> ModelPrices:
         explicit.get("cached_input", found.cached_input),
         explicit.get("output", found.output),
         "price settings" if explicit else found.source,
+        explicit.get("cache_write", found.cache_write),
     )
     if prices.cached_input > prices.input:
         # The reservation prices every input token at the full rate: an upper bound only
@@ -151,6 +174,15 @@ def priced(model: str, explicit: Mapping[str, int]) -> ModelPrices:
             CACHED_INPUT_PRICE,
             f"{CACHED_INPUT_PRICE}: the cached input price of {_shown(model)} "
             f"({_usd(prices.cached_input)}) must not exceed its input price "
+            f"({_usd(prices.input)})",
+        )
+    if prices.cache_write_or_input < prices.input:
+        # Every provider bills a cache write above the input price: a lower figure is a
+        # slip (the cache-read price, say) that would undercharge every write.
+        raise PriceProblem(
+            CACHE_WRITE_PRICE,
+            f"{CACHE_WRITE_PRICE}: the cache write price of {_shown(model)} "
+            f"({_usd(prices.cache_write_or_input)}) must not be below its input price "
             f"({_usd(prices.input)})",
         )
     return prices

@@ -14,15 +14,18 @@ signals (budget/signals.py) of one app, and every Cycles client the app makes is
 :class:`TimedCyclesClient` (create_app hands :meth:`Metrics.timed_client` to the Cycles
 clients as their factory).
 
-Labels stay bounded: routes are URL rules (one label for every unmatched path), tenants
-are the configured ones, error codes and outcomes are the app's stable codes, and models
-are the ones the provider reports.
+Every label takes its values from a closed set, whatever callers or servers send, so the
+number of series cannot grow with traffic: routes are the app's URL rules (one label for
+every unmatched path), methods the standard HTTP methods, statuses the codes HTTP defines,
+tenants the configured ones, models the served ones; anything else is ``_other``. Error
+codes and outcomes are the app's own stable codes.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
+from http import HTTPMethod, HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -36,12 +39,16 @@ from prometheus_client import (
 )
 from runcycles import CyclesClient, CyclesConfig, CyclesResponse
 
+from ..alerts.events import ALERT_TYPES
 from ..budget import signals
 from ..budget.holds import Hold, Settlement, Usage
 from ..config import Settings, app_settings
 from ..errors import ApiError
 
-OTHER_TENANT = "_other"  # tenant ids cannot contain "_", so this is never one
+OTHER = "_other"  # what every label value outside its closed set becomes
+OTHER_TENANT = OTHER  # tenant ids cannot contain "_", so this is never one
+METHODS = frozenset(method.value for method in HTTPMethod)
+STATUSES = frozenset(str(status.value) for status in HTTPStatus)
 
 # actual cost / reserved estimate: how much of each hold the call used.
 RATIO_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.5, 2.0)
@@ -59,8 +66,11 @@ class Metrics:
         self.settings = settings
         self.registry = CollectorRegistry(auto_describe=True)
         self._tenants = frozenset(settings.tenants)
+        # Longest first: a snapshot of gpt-4o-mini is gpt-4o-mini's, not gpt-4o's.
+        self._models = sorted({settings.llm_model, *settings.llm_models}, key=len, reverse=True)
         self._define_call_metrics()
         self._define_budget_metrics()
+        self._define_alert_metrics()
 
     def _define_call_metrics(self) -> None:
         """Requests, Cycles calls and provider tokens."""
@@ -136,8 +146,17 @@ class Metrics:
     def tenant_label(self, tenant: str | None) -> str:
         return tenant if tenant in self._tenants else OTHER_TENANT
 
+    def model_label(self, model: str) -> str:
+        """A served model (``LLM_MODEL``, ``LLM_MODELS``), also for a dated snapshot of it
+        the provider reports (``gpt-4o-mini-2024-07-18``); any other name is ``_other``."""
+        for served in self._models:
+            if model == served or model.startswith(f"{served}-"):
+                return served
+        return OTHER
+
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
+        """``route``: a URL rule of the app, or request_log's one label for unmatched paths."""
+        self.requests.labels(route, method_label(method), status_label(status)).inc()
         self.request_seconds.labels(route).observe(seconds)
 
     def reservation(self, route: str, outcome: str, tenant: str) -> None:
@@ -152,8 +171,9 @@ class Metrics:
         self.charged.labels(tenant).inc(max(0, settlement.charged))
         if hold.estimate > 0:
             self.cost_ratio.labels(hold.route).observe(settlement.charged / hold.estimate)
-        self.tokens.labels(usage.model, "input").inc(max(0, usage.input_tokens))
-        self.tokens.labels(usage.model, "output").inc(max(0, usage.output_tokens))
+        model = self.model_label(usage.model)
+        self.tokens.labels(model, "input").inc(max(0, usage.input_tokens))
+        self.tokens.labels(model, "output").inc(max(0, usage.output_tokens))
 
     def settled_later(self, tenant: str, outcome: str, uncharged: int) -> None:
         """What the settler did away from any request: ``recovered`` a stream of a worker
@@ -169,13 +189,29 @@ class Metrics:
         if hold.estimate > 0:
             self.cost_ratio.labels(hold.route).observe(0.0)
 
+    def _define_alert_metrics(self) -> None:
+        """Cycles' webhook events received (web/alert_routes.py). Closed labels: the alert
+        event types or "other"; a configured threshold, "none" or "other"."""
+        self.cycles_events = Counter(
+            "cycles_webhook_events",
+            "Cycles webhook events received (duplicates excluded), by type and threshold.",
+            ["event_type", "threshold"],
+            registry=self.registry,
+        )
+        self._thresholds = {value: f"{value:g}" for value in self.settings.budget_alert_thresholds}
+
+    def cycles_event(self, event_type: str, threshold: float | None) -> None:
+        kind = event_type if event_type in ALERT_TYPES else "other"
+        level = "none" if threshold is None else self._thresholds.get(threshold, "other")
+        self.cycles_events.labels(kind, level).inc()
+
     def cycles_call(self, operation: str, seconds: float, response: CyclesResponse) -> None:
         if response.is_success:
             result = "ok"
         elif response.status <= 0:
             result = "no_answer"
         else:
-            result = str(response.status)
+            result = status_label(response.status)
         self.cycles_seconds.labels(operation, result).observe(seconds)
 
     def timed_client(self, config: CyclesConfig) -> CyclesClient:
@@ -228,6 +264,17 @@ class Metrics:
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined, path=str(directory))  # type: ignore[no-untyped-call]
         return generate_latest(combined)
+
+
+def method_label(method: str) -> str:
+    """A standard HTTP method; any other (a scanner's invention) is ``_other``."""
+    return method if method in METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    """A status code HTTP defines; any other number is ``_other``."""
+    code = str(status)
+    return code if code in STATUSES else OTHER
 
 
 class TimedCyclesClient(CyclesClient):

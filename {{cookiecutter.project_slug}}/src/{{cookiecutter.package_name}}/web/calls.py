@@ -26,6 +26,10 @@ class LlmCall:
     max_tokens: int
     system: str | None = None
     stream: bool = False
+    model: str | None = None  # one of LLM_MODELS; None: LLM_MODEL
+    user: str | None = None  # the caller's end user (budget/end_users.py); None: none named
+    # Fit-to-budget (budget/fit.py): the max_tokens asked for, when the budget bought fewer
+    requested_max_tokens: int | None = None
 
     def texts(self) -> tuple[str, ...]:
         return (self.system, self.prompt) if self.system else (self.prompt,)
@@ -40,6 +44,7 @@ class GuardedCompletion:
     completion: Completion
     max_tokens: int  # the output limit the provider was given (after any Cycles cap)
     cost: int  # USD microcents charged for the call
+    requested_max_tokens: int | None = None  # set when fit-to-budget lowered max_tokens
 
 
 class HeldCall:
@@ -56,6 +61,8 @@ class HeldCall:
         self.hold = hold
         self.call = call
         self.provider = provider
+        # What the call was charged once settled (0: released); None while it runs.
+        self.charged: int | None = None
 
     @property
     def max_tokens(self) -> int:
@@ -64,9 +71,14 @@ class HeldCall:
         return self.call.max_tokens if cap is None else min(self.call.max_tokens, cap)
 
     def cost(self, usage: Usage) -> int:
-        """What ``usage`` costs at the running model's prices."""
-        prices = self.cycles.settings.llm_prices
-        return pricing.cost(usage.input_tokens, usage.output_tokens, prices=prices)
+        """What ``usage`` costs at the prices of the model the call asked for."""
+        return pricing.cost(
+            usage.input_tokens,
+            usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            prices=self.cycles.settings.prices_of(self.call.model),
+        )
 
     def settle(self, cost: int, usage: Usage) -> Settlement | None:
         """Commit ``cost``; a provider that went past max_tokens is charged in full, and
@@ -80,10 +92,28 @@ class HeldCall:
                 usage.output_tokens,
                 self.max_tokens,
             )
-        return reservations.settle(self.cycles, self.hold, cost, usage)
+        settlement = reservations.settle(self.cycles, self.hold, cost, usage)
+        if settlement is not None:
+            self.charged = settlement.charged
+        return settlement
 
     def release(self, reason: str) -> None:
+        if not self.hold.settled:
+            self.charged = 0
         reservations.release(self.cycles, self.hold, reason)
+
+    def remaining_budget(self) -> int | None:
+        """The caller's remaining budget in USD microcents: as the reserve answer showed
+        it, with this call's own charge applied once settled (while it runs, its hold is
+        taken out). None when the answer named no budget of the caller's. Other requests
+        settling meanwhile are not seen: a figure without another Cycles call."""
+        balance = self.hold.balance
+        if balance is None:
+            return None
+        if self.charged is None:
+            return balance.remaining
+        held = self.hold.estimate if self.hold.held else 0  # a dry run (shadow) holds nothing
+        return balance.remaining + held - self.charged
 
     def worst_case_usage(self, started: float) -> Usage:
         """The most the call can have used: every input token, max_tokens of output."""

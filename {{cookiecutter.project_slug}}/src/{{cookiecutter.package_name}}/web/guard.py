@@ -19,20 +19,23 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
-from flask import Response, g
+from flask import Response, current_app, g
 from pydantic import BaseModel
 
 from .. import callers
-from ..budget import reservations
-from ..budget.holds import Usage
+from ..budget import fit, reservations
+from ..budget.end_users import end_user_budgets
+from ..budget.holds import Hold, Usage
 from ..budget.provider_deadlines import Overran
-from ..budget.service import budget_service
+from ..budget.service import BudgetService, budget_service
 from ..config import CYCLES_SAFETY_MARGIN_MS, Settings, app_settings
 from ..errors import ApiError
 from ..llm import ProviderError, app_provider
-from . import streaming
+from ..llm.models import for_model
+from . import budget_headers, streaming
 from .bodies import json_body, validate
 from .calls import GuardedCompletion, HeldCall, LlmCall, ms_since
 from .operations import LLM_ERRORS, Operation, documented
@@ -93,6 +96,22 @@ def guarded(
     return decorate
 
 
+def _fitted(budget: BudgetService, tenant: str, call: LlmCall, denial: ApiError) -> LlmCall | None:
+    """``call`` with the lower max_tokens what remains buys (budget/fit.py), or None."""
+    fitted = fit.fitted_max_tokens(
+        budget,
+        tenant,
+        denial,
+        texts=call.texts(),
+        max_tokens=call.max_tokens,
+        model=call.model or "",
+        user=call.user or "",
+    )
+    if fitted is None:
+        return None
+    return replace(call, max_tokens=fitted, requested_max_tokens=call.max_tokens)
+
+
 class GuardedCall(HeldCall):
     """One provider call under its hold: :meth:`complete` or :meth:`stream`, once."""
 
@@ -101,12 +120,39 @@ class GuardedCall(HeldCall):
     @classmethod
     def reserve(cls, route: str, call: LlmCall) -> GuardedCall:
         """Reserve ``call``'s estimate for the current caller, or raise the refusal."""
-        settings, budget = app_settings(), budget_service()
-        tenant, estimate = callers.current_tenant(), call.estimate(settings.llm_prices)
+        settings, budget, tenant = app_settings(), budget_service(), callers.current_tenant()
         # Set by the request log for every request (observability/request_log.py).
         request_id: str | None = g.get("request_id")
-        hold = reservations.reserve(budget, tenant, route, estimate, request_id=request_id)
-        return cls(budget, hold, call, app_provider())
+
+        def hold_for(call: LlmCall) -> Hold:
+            return reservations.reserve(
+                budget,
+                tenant,
+                route,
+                call.estimate(settings.prices_of(call.model)),
+                request_id=request_id,
+                model=call.model or "",
+                user=call.user or "",
+            )
+
+        try:
+            if call.user:
+                # Its budget must exist before the reservation (Cycles skips a scope
+                # without one): made on first use.
+                end_user_budgets(current_app).ensure(budget, tenant, call.user, call.model or "")
+            try:
+                hold = hold_for(call)
+            except ApiError as denial:
+                fitted = _fitted(budget, tenant, call, denial)
+                if fitted is None:
+                    raise
+                call, hold = fitted, hold_for(fitted)
+        except ApiError as error:
+            budget_headers.note_denial(error)  # a 402 names the balance in its headers too
+            raise
+        guarded = cls(budget, hold, call, for_model(app_provider(), call.model))
+        budget_headers.note_call(guarded)
+        return guarded
 
     def complete(self) -> GuardedCompletion:
         """Call the provider under the hold, then commit what it reports."""
@@ -129,7 +175,12 @@ class GuardedCall(HeldCall):
                 504, "provider_timeout", "The language model did not answer in time."
             ) from None
         usage = Usage(
-            completion.input_tokens, completion.output_tokens, completion.model, ms_since(started)
+            completion.input_tokens,
+            completion.output_tokens,
+            completion.model,
+            ms_since(started),
+            cached_input_tokens=completion.cached_input_tokens,
+            cache_write_tokens=completion.cache_write_tokens,
         )
         cost = self.cost(usage)
         settlement = self.settle(cost, usage)
@@ -141,7 +192,7 @@ class GuardedCall(HeldCall):
                 "reservation_expired",
                 "The budget hold lapsed before the answer was ready; try again.",
             )
-        return GuardedCompletion(completion, self.max_tokens, cost)
+        return GuardedCompletion(completion, self.max_tokens, cost, self.call.requested_max_tokens)
 
     def stream(self) -> Response:
         """Server-sent events: a ``delta`` per text delta, then ``done`` (or ``error``)."""

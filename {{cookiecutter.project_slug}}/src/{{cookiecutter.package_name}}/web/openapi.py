@@ -13,10 +13,11 @@ from typing import Any
 
 from flask import Flask
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 
 from ..config import Settings, app_settings
-from . import caller_scheme
+from . import budget_headers, caller_scheme
 from .operations import Operation, Route, routes
 from .schemas import DeltaEvent, DoneEvent, ErrorEvent, ErrorResponse, apply_limits
 
@@ -71,7 +72,7 @@ def build(app: Flask) -> dict[str, Any]:
     found = list(routes(app))
     paths: dict[str, Any] = {}
     for route in found:
-        paths.setdefault(route.path, {})[route.method] = _operation(route.operation)
+        paths.setdefault(route.path, {})[route.method] = _operation(route)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -106,6 +107,7 @@ def _components(found: list[Route], settings: Settings) -> dict[str, Any]:
                 "description": "Seconds to wait before retrying.",
                 "schema": {"type": "string", "pattern": "^[0-9]+$"},
             },
+            **budget_headers.DOCUMENTED,
         },
         "parameters": {
             "RequestId": {
@@ -129,17 +131,40 @@ def _schemas(operations: list[Operation], settings: Settings) -> dict[str, Any]:
     for model in always:
         responses[model] = None
     models = [(m, "validation") for m in requests] + [(m, "serialization") for m in responses]
-    _, found = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
+    _, found = models_json_schema(
+        models,  # type: ignore[arg-type]
+        ref_template=REF,
+        schema_generator=_Schemas,
+    )
     schemas: dict[str, Any] = found["$defs"]
     for model in requests:
         apply_limits(schemas[model.__name__], settings)
     return schemas
 
 
-def _operation(op: Operation) -> dict[str, Any]:
+class _Schemas(GenerateJsonSchema):
+    """Pydantic's JSON schemas, without ``"default": null``.
+
+    A field that defaults to None is left out of the app's JSON (never sent as null), and
+    its schema does not allow null: writing that default would make the document invalid
+    (openapi-spec-validator checks defaults against their schema).
+    """
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        json_schema = super().default_schema(schema)
+        if "default" in json_schema and json_schema["default"] is None:
+            del json_schema["default"]
+        return json_schema
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op = route.operation
+    # The path's variables, unless the operation declares them itself.
+    declared = {p["name"] for p in op.parameters if p.get("in") == "path"}
+    path = [p for p in route.path_parameters if p["name"] not in declared]
     entry: dict[str, Any] = {
         "summary": op.summary,
-        "parameters": [{"$ref": "#/components/parameters/RequestId"}, *op.parameters],
+        "parameters": [{"$ref": "#/components/parameters/RequestId"}, *path, *op.parameters],
         "responses": {"200": _ok(op)} | _errors(op),
         "security": _SECURITY[op.auth],
     }
@@ -162,7 +187,7 @@ def _ok(op: Operation) -> dict[str, Any]:
         content["application/json"] = {"schema": _ref(op.response)}
     if op.streams:
         content["text/event-stream"] = {"schema": _EVENT_SCHEMA}
-    return {"description": op.answer, "headers": _headers(200), "content": content}
+    return {"description": op.answer, "headers": _headers(200, op), "content": content}
 
 
 def _errors(op: Operation) -> dict[str, Any]:
@@ -170,7 +195,7 @@ def _errors(op: Operation) -> dict[str, Any]:
     return {
         str(status): {
             "description": op.notes.get(status) or ERRORS[status],
-            "headers": _headers(status),
+            "headers": _headers(status, op),
             "content": {"application/json": {"schema": _ref(ErrorResponse)}},
         }
         for status in statuses
@@ -181,10 +206,13 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
-def _headers(status: int) -> dict[str, Any]:
+def _headers(status: int, op: Operation) -> dict[str, Any]:
     headers = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
     if status in _RETRY_AFTER_STATUSES:
         headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
+    if op.guarded:  # the caller's budget (web/budget_headers.py)
+        for name in budget_headers.DOCUMENTED:
+            headers[name] = {"$ref": f"#/components/headers/{name}"}
     return headers
 
 

@@ -9,6 +9,7 @@ stops the document from being built, naming the route.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -67,6 +68,21 @@ def operation_of(view: Callable[..., Any]) -> Operation | None:
     return _OPERATIONS.get(view)
 
 
+# Views kept out of the document on purpose: pages for people, not API calls (the docs
+# page and its assets, web/docs.py), as FastAPI keeps its own docs out of its schema.
+_UNDOCUMENTED: set[Callable[..., Any]] = set()
+
+
+def undocumented(view: View) -> View:
+    """View decorator (under the route decorator): keep the route out of the API document."""
+    _UNDOCUMENTED.add(view)
+    return view
+
+
+def is_undocumented(view: Callable[..., Any]) -> bool:
+    return view in _UNDOCUMENTED
+
+
 @dataclass(frozen=True)
 class Route:
     """A route of an app as the document lists it."""
@@ -75,28 +91,47 @@ class Route:
     method: str  # lower case
     endpoint: str
     operation: Operation
+    # The path's variables as OpenAPI parameters (``<int:id>``: a whole number), which a
+    # valid document must declare.
+    path_parameters: tuple[Mapping[str, Any], ...] = ()
 
 
 def routes(app: Flask) -> Iterator[Route]:
     """Every route of ``app`` with its operation; a route without one is an error."""
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        view = app.view_functions[rule.endpoint]
+        if rule.endpoint == "static" or is_undocumented(view):
             continue
-        operation = operation_of(app.view_functions[rule.endpoint])
+        operation = operation_of(view)
         if operation is None:
             raise LookupError(
                 f"route {rule.rule} ({rule.endpoint}) is not documented: put @documented(...) "
-                "or @guarded(...) under its route decorator (web/operations.py)"
+                "or @guarded(...) under its route decorator, or @undocumented for a page that "
+                "is not part of the API (web/operations.py)"
             )
-        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = openapi_path(rule.rule)
+        parameters = tuple(_path_parameter(c, name) for c, name in _VARIABLE.findall(rule.rule))
         for method in sorted((rule.methods or set()) - AUTOMATIC_METHODS):
-            yield Route(_openapi_path(path), method.lower(), rule.endpoint, operation)
+            yield Route(path, method.lower(), rule.endpoint, operation, parameters)
 
 
-def _openapi_path(path: str) -> str:
-    # Flask's "<int:id>" is OpenAPI's "{id}".
-    parts = path.split("{")
-    return parts[0] + "".join("{" + part.split(":")[-1] for part in parts[1:])
+# A variable of a Flask rule: ``<name>``, ``<int:name>``, ``<string(length=2):name>``.
+_VARIABLE = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+_CONVERTER_SCHEMAS: Mapping[str, Mapping[str, Any]] = {
+    "int": {"type": "integer", "minimum": 0},
+    "float": {"type": "number", "minimum": 0},
+    "uuid": {"type": "string", "format": "uuid"},
+}
+
+
+def openapi_path(rule: str) -> str:
+    """Flask's ``/items/<int:id>`` is OpenAPI's ``/items/{id}``."""
+    return _VARIABLE.sub(lambda found: "{" + found.group(2) + "}", rule)
+
+
+def _path_parameter(converter: str, name: str) -> Mapping[str, Any]:
+    schema = _CONVERTER_SCHEMAS.get(converter, {"type": "string"})
+    return {"name": name, "in": "path", "required": True, "schema": dict(schema)}
 
 
 def guarded_routes(app: Flask) -> dict[str, Operation]:

@@ -21,17 +21,19 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel
 
 from .. import callers
+from ..budget.end_users import checked_user, end_user_balances
 from ..config import Settings, app_settings
+from ..config_end_users import END_USER_RE
 from ..cycles import key_expiry
 from ..cycles.clients import cycles_clients
 from ..cycles.errors import may_fail_open
 from ..errors import ApiError, error_response
 from ..observability.metrics import metrics_view
-from . import openapi
+from . import budget_headers, openapi
+from .budget_view import budget_response
 from .guard import GuardedCall, GuardedCompletion, LlmCall, guarded
 from .operations import CALLER_ERRORS, Operation, documented
 from .schemas import (
-    Balance,
     BudgetResponse,
     ChatRequest,
     ChatResponse,
@@ -53,6 +55,8 @@ SUMMARY_SYSTEM_PROMPT = (
 )
 
 tenant_bp.before_request(callers.authenticate)
+# Every answer of a guarded route carries the caller's budget (web/budget_headers.py).
+llm_bp.after_request(budget_headers.add_headers)
 
 
 def model_response(model: BaseModel, status: int = 200) -> Response:
@@ -78,8 +82,8 @@ def healthz() -> Response:
         ReadyResponse,
         auth="open",
         notes={
-            503: "`not_ready`: Cycles does not answer or refuses the app's key, or a key's "
-            "recorded expiry has passed."
+            503: "`not_ready`: Cycles does not answer (or not properly) or refuses the app's "
+            "key, or a key's recorded expiry has passed."
         },
     )
 )
@@ -105,7 +109,8 @@ def readyz() -> Response:
             return model_response(ReadyResponse(warning=keys.warning))
         if settings.cycles_fail_open and may_fail_open(error):
             return model_response(ReadyResponse(status="degraded", warning=keys.warning))
-        what = "is not answering" if may_fail_open(error) else "refuses the app's calls"
+        # Not answering covers a 200 that is not a balance list too (cycles/clients.py).
+        what = "is not answering properly" if may_fail_open(error) else "refuses the app's calls"
         return error_response(503, "not_ready", f"Cycles {what} ({error.error}).")
     return model_response(ReadyResponse(warning=keys.warning))
 
@@ -130,7 +135,13 @@ def openapi_document() -> Response:
 
 
 def chat_call(chat: ChatRequest, settings: Settings) -> LlmCall:
-    return LlmCall(prompt=chat.prompt, max_tokens=chat.output_limit(settings), stream=chat.stream)
+    return LlmCall(
+        prompt=chat.prompt,
+        max_tokens=chat.output_limit(settings),
+        stream=chat.stream,
+        model=chat.chosen_model(settings),
+        user=chat.user,
+    )
 
 
 @llm_bp.post("/chat")
@@ -153,7 +164,11 @@ def chat(call: GuardedCall) -> Response:
 
 def summarize_call(summarize: SummarizeRequest, settings: Settings) -> LlmCall:
     return LlmCall(
-        prompt=summarize.text, max_tokens=settings.default_max_tokens, system=SUMMARY_SYSTEM_PROMPT
+        prompt=summarize.text,
+        max_tokens=settings.default_max_tokens,
+        system=SUMMARY_SYSTEM_PROMPT,
+        model=summarize.chosen_model(settings),
+        user=summarize.user,
     )
 
 
@@ -172,6 +187,8 @@ def summarize(call: GuardedCall) -> Response:
 
 def _completion(result: GuardedCompletion) -> dict[str, Any]:
     completion = result.completion
+    # Fit-to-budget lowered max_tokens (budget/fit.py): the body says what was asked for.
+    requested = result.requested_max_tokens
     return {
         "model": completion.model,
         "max_tokens": result.max_tokens,
@@ -179,6 +196,7 @@ def _completion(result: GuardedCompletion) -> dict[str, Any]:
             input_tokens=completion.input_tokens, output_tokens=completion.output_tokens
         ),
         "cost_usd_microcents": result.cost,
+        **({"requested_max_tokens": requested} if requested is not None else {}),
     }
 
 
@@ -188,10 +206,15 @@ def _completion(result: GuardedCompletion) -> dict[str, Any]:
 @tenant_bp.get("/budget")
 @documented(
     Operation(
-        "The caller's own balances, per Cycles scope",
-        "Balances in USD microcents.",
+        "The caller's own balances, per Cycles scope, and the budget's period",
+        "Balances in USD microcents, with each amount in US dollars beside it (exact "
+        "decimal strings), and the period: its start, its end and the next reset.",
         BudgetResponse,
-        errors=CALLER_ERRORS,
+        errors=(*CALLER_ERRORS, 400, 404),
+        notes={
+            400: "`invalid_request`: `user` is not an end-user id.",
+            404: "`not_found`: the end user `user` has no budget (it has made no call).",
+        },
         parameters=(
             {
                 "name": "tenant",
@@ -200,19 +223,30 @@ def _completion(result: GuardedCompletion) -> dict[str, Any]:
                 "description": "Must be the caller's own tenant (else 403).",
                 "schema": {"type": "string"},
             },
+            {
+                "name": "user",
+                "in": "query",
+                "required": False,
+                "description": "Only this end user's budgets (404: it has none).",
+                "schema": {"type": "string", "pattern": f"^{END_USER_RE.pattern}$"},
+            },
         ),
     )
 )
 def budget() -> Response:
-    """The caller's own balances per scope, in USD microcents."""
+    """The caller's own balances per scope, in USD microcents and dollars, and its period."""
     tenant = callers.current_tenant()
     asked = request.args.get("tenant")
     if asked is not None and asked != tenant:
         raise ApiError(403, "forbidden", "You can only see your own budget.")
-    balances = cycles_clients().balances(tenant)
-    return model_response(
-        BudgetResponse(tenant=tenant, balances=[Balance(**vars(b)) for b in balances])
-    )
+    user = request.args.get("user")
+    if user is None:
+        balances = cycles_clients().balances(tenant)
+    else:
+        # Only the caller's own scopes are read: another tenant's end users are not there.
+        found = cycles_clients().balances(tenant, agent=checked_user(user))
+        balances = end_user_balances(found, user)
+    return budget_response(app_settings(), tenant, balances, key_expiry.now())
 
 
 # /metrics is served by observability/metrics.py; its entry in the document is here, with

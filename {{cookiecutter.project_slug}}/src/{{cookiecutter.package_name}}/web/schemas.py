@@ -11,13 +11,15 @@ stable error codes.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from ..budget.periods import PERIODS
 from ..config import Settings
+from ..config_end_users import END_USER_RE, END_USER_RULE
 
 # What counts as blank: JSON Schema's (ECMAScript's) whitespace, spelled out so that the
 # check here and the "pattern" in the API document agree exactly (Python's str.isspace
@@ -57,7 +59,54 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class ChatRequest(_Request):
+class _ModelChoice(_Request):
+    # Absent: LLM_MODEL. A model not served is a 400 before any budget is held.
+    model: str | SkipJsonSchema[None] = Field(
+        default=None, description="The model to answer with (default: LLM_MODEL)."
+    )
+    # OpenAI's field for the end user; here the call must also fit that end user's budget.
+    user: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Your end user's id: the call must fit that end user's budget as well "
+        "as yours (END_USER_BUDGET_USD; created on first use).",
+    )
+
+    @field_validator("model", "user", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:  # null is not "the default": leave the field out for that
+            raise PydanticCustomError("string_type", "must be a string")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        served = _settings(info).llm_models
+        if value is not None and value not in served:
+            raise PydanticCustomError(
+                "unknown_model", "must be one of: {models}", {"models": ", ".join(served)}
+            )
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if _settings(info).end_user_allocation is None:
+            raise PydanticCustomError(
+                "end_users_off", "end-user budgets are off here (END_USER_BUDGET_USD)"
+            )
+        if not END_USER_RE.fullmatch(value):
+            raise PydanticCustomError("invalid_user", "must be " + END_USER_RULE)
+        return value
+
+    def chosen_model(self, settings: Settings) -> str | None:
+        """The model asked for; None for the default (LLM_MODEL), asked for or not."""
+        return None if self.model in (None, settings.llm_model) else self.model
+
+
+class ChatRequest(_ModelChoice):
     """``POST /chat``: one prompt, answered whole or streamed as server-sent events."""
 
     prompt: str = Field(description="The user's message.", min_length=1)
@@ -99,7 +148,7 @@ class ChatRequest(_Request):
         return settings.default_max_tokens if self.max_tokens is None else self.max_tokens
 
 
-class SummarizeRequest(_Request):
+class SummarizeRequest(_ModelChoice):
     """``POST /summarize``: a text to summarize in a few sentences."""
 
     text: str = Field(description="The text to summarize.", min_length=1)
@@ -125,6 +174,12 @@ class _Completion(BaseModel):
     cost_usd_microcents: int = Field(
         ge=0, description="What the call was charged, in USD microcents ($1 = 100,000,000)."
     )
+    requested_max_tokens: int | SkipJsonSchema[None] = Field(
+        default=None,
+        ge=1,
+        description="Present when the call was fitted to the budget (FIT_TO_BUDGET_MIN_TOKENS): "
+        "the max_tokens asked for; max_tokens is the lower limit the budget paid for.",
+    )
 
 
 class ChatResponse(_Completion):
@@ -135,8 +190,17 @@ class SummaryResponse(_Completion):
     summary: str
 
 
+# US dollars as an exact decimal string (money.usd_text): never rounded, never a float;
+# two decimals at least, up to eight (one microcent), "-" for debt beyond the allocation.
+USD_PATTERN = r"^-?[0-9]+\.[0-9]{2,8}$"
+Usd = Annotated[str, Field(pattern=USD_PATTERN, examples=["4.99873"])]
+Instant = Annotated[
+    str, Field(json_schema_extra={"format": "date-time"}, examples=["2027-03-01T00:00:00Z"])
+]
+
+
 class Balance(BaseModel):
-    """One budget scope, in USD microcents."""
+    """One budget scope, in USD microcents and, beside each amount, in US dollars."""
 
     scope: str
     allocated: int
@@ -144,12 +208,33 @@ class Balance(BaseModel):
     reserved: int
     remaining: int
     debt: int
+    allocated_usd: Usd
+    spent_usd: Usd
+    reserved_usd: Usd
+    remaining_usd: Usd
+    debt_usd: Usd
 
 
 class BudgetResponse(BaseModel):
     tenant: str
     unit: Literal["USD_MICROCENTS"] = "USD_MICROCENTS"
     balances: list[Balance]
+    period: str = Field(
+        default="none",
+        json_schema_extra={"enum": list(PERIODS)},
+        description="The budget's period (its plan's); none: it never resets.",
+    )
+    period_start: Instant | None = Field(
+        default=None, description="When the period began (UTC); null without a period."
+    )
+    period_end: Instant | None = Field(
+        default=None, description="When the period ends (UTC); null without a period."
+    )
+    next_reset: Instant | None = Field(
+        default=None,
+        description="When spending starts again from zero (UTC): the period's end; null "
+        "when the budget never resets.",
+    )
 
 
 class HealthResponse(BaseModel):
@@ -171,8 +256,36 @@ class ErrorResponse(BaseModel):
 
     error: str = Field(description="Stable code, e.g. budget_exceeded, invalid_request.")
     message: str = Field(min_length=1)
-    retry_after_ms: int | SkipJsonSchema[None] = Field(
-        default=None, ge=0, description="When to retry (also in the Retry-After header)."
+    # The bound on the int itself: on the union, pydantic would write an unknown "ge"
+    # keyword into the document instead of "minimum".
+    retry_after_ms: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        default=None, description="When to retry (also in the Retry-After header)."
+    )
+    # A budget denial (402) says why and what to do (budget/denials.py).
+    estimate_microcents: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="402: the most the refused request could cost (what it "
+        "tried to reserve), in USD microcents.",
+    )
+    estimate_usd: Usd | SkipJsonSchema[None] = Field(
+        default=None, description="402: the same estimate in US dollars."
+    )
+    remaining_microcents: int | SkipJsonSchema[None] = Field(
+        default=None,
+        description="402: what remains of the caller's budget, in USD "
+        "microcents (left out if Cycles could not say).",
+    )
+    remaining_usd: Usd | SkipJsonSchema[None] = Field(
+        default=None, description="402: the same in US dollars."
+    )
+    limit_microcents: int | SkipJsonSchema[None] = Field(
+        default=None, description="402: the caller's budget allocation, in USD microcents."
+    )
+    limit_usd: Usd | SkipJsonSchema[None] = Field(
+        default=None, description="402: the same in US dollars."
+    )
+    how_to_get_more: str | SkipJsonSchema[None] = Field(
+        default=None, description="402: how to get more budget (BUDGET_TOPUP_MESSAGE)."
     )
 
 
@@ -186,6 +299,15 @@ class DeltaEvent(BaseModel):
 
 class DoneEvent(_Completion):
     type: Literal["done"]
+    remaining_microcents: int | SkipJsonSchema[None] = Field(
+        default=None,
+        description="What remains of the caller's budget after this stream's charge, in "
+        "USD microcents (as the X-Budget-Remaining-Microcents header, which a stream sends "
+        "before its charge).",
+    )
+    remaining_usd: Usd | SkipJsonSchema[None] = Field(
+        default=None, description="The same in US dollars."
+    )
 
 
 class ErrorEvent(BaseModel):
@@ -208,5 +330,16 @@ def apply_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "maximum": settings.max_tokens_limit,
             "default": settings.default_max_tokens,
             "description": properties["max_tokens"].get("description", ""),
+        }
+    if "user" in properties and settings.end_user_allocation is None:
+        del properties["user"]  # end-user budgets are off: naming a user is a 400
+    elif "user" in properties:
+        properties["user"]["pattern"] = f"^{END_USER_RE.pattern}$"
+    if "model" in properties:
+        properties["model"] = {
+            "type": "string",
+            "enum": list(settings.llm_models),
+            "default": settings.llm_model,
+            "description": properties["model"].get("description", ""),
         }
     return schema

@@ -3,6 +3,7 @@ is cut when the client stops reading."""
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import json
 import socket
@@ -14,10 +15,21 @@ from flask import Response
 MIMETYPE = "text/event-stream"
 
 
+# One encoder for every event: json.dumps builds a new one per call when given separators.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_DELTA_HEAD = b'event: delta\ndata: {"type":"delta","text":'
+
+
 def event(name: str, data: dict[str, Any]) -> bytes:
     """One event; the JSON data also names its type, for clients that read data only."""
-    payload = json.dumps({"type": name, **data}, separators=(",", ":"))
+    payload = _encode({"type": name, **data})
     return f"event: {name}\ndata: {payload}\n\n".encode()
+
+
+def delta(text: str) -> bytes:
+    """``event("delta", {"text": text})`` byte for byte, without building it per event: a
+    stream sends one of these per text delta, and nothing else that often."""
+    return _DELTA_HEAD + _encode(text).encode() + b"}\n\n"
 
 
 def response(events: Iterable[bytes]) -> Response:
@@ -48,10 +60,16 @@ def connection_cutter(environ: Mapping[str, Any]) -> Callable[[], None] | None:
         return None
 
     def cut() -> None:
-        # socket.socket's own shutdown, also for a TLS socket: a shutdown(2) of the
-        # descriptor, without touching the TLS state another thread is writing with.
-        # A socket already closed has nothing left to cut.
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        # A shutdown(2) of the descriptor, through a bare socket object on it: also for a
+        # TLS socket, without touching the TLS state another thread is writing with, and
+        # under gevent without its socket's shutdown, which fails the blocked write with
+        # EBADF (logged by gunicorn as a server error) instead of the EPIPE of a client
+        # gone. A socket already closed has nothing left to cut.
+        with contextlib.suppress(OSError, ValueError):
+            bare = _socket.socket(fileno=sock.fileno())
+            try:
+                bare.shutdown(socket.SHUT_RDWR)
+            finally:
+                bare.detach()  # the descriptor stays the server's to close
 
     return cut

@@ -25,6 +25,7 @@ from ..budget.hold_keeper import EndReason, StreamWrites
 from ..budget.holds import Usage
 from ..errors import ApiError
 from ..llm import ProviderError, StreamProgress
+from ..money import usd_text
 from . import sse
 from .calls import HeldCall, ms_since
 
@@ -92,7 +93,7 @@ class StreamRun:
             if not writes.taken():  # the server starts the body
                 error = _ended_by_keeper(writes)
             elif first is not None:
-                sent = yield from _send(writes, sse.event("delta", {"text": first}))
+                sent = yield from _send(writes, sse.delta(first))
                 error = (yield from self._rest(writes)) if sent else _ended_by_keeper(writes)
         finally:
             # Also reached when the client hangs up (GeneratorExit at a yield): the
@@ -107,9 +108,10 @@ class StreamRun:
 
     def _rest(self, writes: StreamWrites) -> Generator[bytes, None, ApiError | None]:
         """Relay the remaining deltas; return the error that ended the stream, if any."""
-        cycles, hold = self.held.cycles, self.held.hold
+        keeper, hold = self.held.cycles.keeper, self.held.hold
+        cutoff = self.held.cycles.stream_cutoff_s()  # from settings: the same all stream long
         while True:
-            if hold.held and cycles.keeper.time_left(hold) < cycles.stream_cutoff_s():
+            if hold.held and keeper.time_left(hold) < cutoff:
                 # The heartbeat could not extend the hold: stop while it still covers
                 # the commit, rather than let the call run on unguarded.
                 return ApiError(
@@ -123,7 +125,7 @@ class StreamRun:
                 log.warning("LLM provider failed mid-stream: %s", exc)
                 return ApiError(502, "provider_error", "The language model provider failed.")
             self.record_progress()
-            if not (yield from _send(writes, sse.event("delta", {"text": delta}))):
+            if not (yield from _send(writes, sse.delta(delta))):
                 return _ended_by_keeper(writes)
 
     def end_by_keeper(self, reason: EndReason) -> None:
@@ -169,8 +171,9 @@ class StreamRun:
         """The provider's own usage when it reported it; otherwise an upper bound."""
         progress, call = self.progress, self.held.call
         input_tokens = progress.input_tokens
+        cached, written = progress.cached_input_tokens, progress.cache_write_tokens
         if input_tokens is None:
-            input_tokens = pricing.max_input_tokens(*call.texts())
+            input_tokens, cached, written = pricing.max_input_tokens(*call.texts()), 0, 0
         output_tokens = progress.output_tokens
         if output_tokens is None:
             # Cut short before the provider counted: every token is at least one byte,
@@ -181,16 +184,26 @@ class StreamRun:
             output_tokens,
             progress.model or self.held.provider.model,
             ms_since(self.started),
+            cached_input_tokens=cached,
+            cache_write_tokens=written,
         )
 
     def _summary(self, cost: int) -> dict[str, Any]:
         usage = self._usage()
-        return {
+        summary: dict[str, Any] = {
             "model": usage.model,
             "max_tokens": self.held.max_tokens,
             "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
             "cost_usd_microcents": cost,
         }
+        if self.held.call.requested_max_tokens is not None:
+            summary["requested_max_tokens"] = self.held.call.requested_max_tokens  # fitted
+        # The headers went out before the charge; what remains after it (budget_headers.py).
+        remaining = self.held.remaining_budget()
+        if remaining is not None:
+            summary["remaining_microcents"] = remaining
+            summary["remaining_usd"] = usd_text(remaining)
+        return summary
 
     def _generated_nothing(self) -> bool:
         return self.progress.text_bytes == 0 and not self.progress.output_tokens

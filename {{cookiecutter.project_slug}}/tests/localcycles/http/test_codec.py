@@ -28,10 +28,13 @@ def test_the_head_ends_at_the_first_blank_line_crlf_or_bare_lf() -> None:
     assert head_end(b"GET / HTTP/1.1\r\nA: b\r\n") == -1
 
 
-def test_a_head_is_parsed_with_lower_cased_names_and_the_last_one_winning() -> None:
-    head = parse_head(b"POST /v1/x?y=1 HTTP/1.1\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 07\r\n\r\n")
+def test_a_head_is_parsed_with_lower_cased_names_and_repeats_joined() -> None:
+    head = parse_head(
+        b"POST /v1/x?y=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a:  2 \r\nContent-Length: 07\r\n\r\n"
+    )
     assert (head.method, head.target, head.content_length) == ("POST", "/v1/x?y=1", 7)
-    assert head.headers["x-a"] == "2" and head.keep_alive
+    # RFC 9110 5.3: repeats combine, so a repeated API key is no key rather than the last one.
+    assert head.headers["x-a"] == "1, 2" and head.keep_alive
 
 
 @pytest.mark.parametrize(
@@ -39,6 +42,8 @@ def test_a_head_is_parsed_with_lower_cased_names_and_the_last_one_winning() -> N
     [
         ("HTTP/1.1", "", True),
         ("HTTP/1.1", "Close", False),
+        ("HTTP/1.1", "keep-alive, close", False),
+        ("HTTP/1.1", "closed", True),  # a token, not a substring
         ("HTTP/1.0", "", False),
         ("HTTP/1.0", "Keep-Alive", True),
     ],
@@ -46,7 +51,7 @@ def test_a_head_is_parsed_with_lower_cased_names_and_the_last_one_winning() -> N
 def test_keep_alive_follows_the_version_and_connection_header(
     version: str, connection: str, keep_alive: bool
 ) -> None:
-    raw = f"GET / {version}\r\nConnection: {connection}\r\n\r\n".encode()
+    raw = f"GET / {version}\r\nHost: h\r\nConnection: {connection}\r\n\r\n".encode()
     assert parse_head(raw).keep_alive is keep_alive
 
 
@@ -54,14 +59,23 @@ def test_keep_alive_follows_the_version_and_connection_header(
     ("raw", "status", "words"),
     [
         (b"GET /\r\n\r\n", 400, "Malformed request line"),
-        (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", 400, "Malformed header line"),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411, "Chunked bodies"),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n", 400, "Invalid Content-Length"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nno colon\r\n\r\n", 400, "Malformed header line"),
         (
-            f"POST / HTTP/1.1\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode(),
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            411,
+            "Chunked bodies",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1e3\r\n\r\n",
+            400,
+            "Invalid Content-Length",
+        ),
+        (
+            f"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode(),
             413,
             "Request body exceeds",
         ),
+        (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505, "HTTP/2.0 is not supported"),
     ],
 )
 def test_a_bad_head_is_refused_with_its_status(raw: bytes, status: int, words: str) -> None:
@@ -71,7 +85,7 @@ def test_a_bad_head_is_refused_with_its_status(raw: bytes, status: int, words: s
 
 
 def test_expect_continue_needs_a_body() -> None:
-    ask = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+    ask = b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
     assert parse_head(ask % 5).expects_continue
     assert not parse_head(ask % 0).expects_continue
 
@@ -106,3 +120,29 @@ def test_a_kept_alive_response_does_not_say_close() -> None:
     data = response(200, {"ok": "é"}, {}, "req_2", {}, keep_alive=True)
     assert b"Connection: close" not in data
     assert data.endswith('{"ok":"é"}'.encode())
+
+
+@pytest.mark.parametrize(
+    ("raw", "target", "length"),
+    [
+        # Identical repeats are one length, as h11 reads them (RFC 9112 6.3 allows either).
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", "/", 5),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n", "/", 5),
+        # Absolute-form is served as its path (RFC 9112 3.2.2: a server MUST accept it).
+        (b"GET http://h:1/v1/balances?t=a HTTP/1.1\r\nHost: h:1\r\n\r\n", "/v1/balances?t=a", 0),
+        (b"GET HTTPS://h?t=a HTTP/1.1\r\nHost: h\r\n\r\n", "/?t=a", 0),
+        (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "*", 0),
+        # HTTP/1.0 needs no Host; a later 1.x minor is served as 1.1; bare LF line ends.
+        (b"GET / HTTP/1.0\r\n\r\n", "/", 0),
+        (b"GET / HTTP/1.2\r\nHost: [::1]:8080\r\n\r\n", "/", 0),
+        (b"GET / HTTP/1.1\nHost: h\nX-Empty:\n\n", "/", 0),
+    ],
+)
+def test_a_valid_head_in_any_allowed_form_is_accepted(raw: bytes, target: str, length: int) -> None:
+    head = parse_head(raw)
+    assert (head.target, head.content_length) == (target, length)
+
+
+def test_field_values_keep_obs_text_and_inner_whitespace_and_lose_the_outer() -> None:
+    head = parse_head(b"GET / HTTP/1.1\r\nHost: h\r\nX-Note: \t caf\xe9 \t au lait\t \r\n\r\n")
+    assert head.headers["x-note"] == "caf\xe9 \t au lait"

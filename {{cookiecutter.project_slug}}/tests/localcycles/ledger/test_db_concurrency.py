@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ import pytest
 from runcycles import CyclesClient
 
 from localcycles import LocalLedger, spawn_server_process
+from localcycles.ledger.db import Database
 from support.localcycles_kit import LC_UNIT, reservation_body
 
 THREADS = 16
@@ -100,3 +102,46 @@ def test_two_server_processes_on_one_file_get_exactly_the_budget(
         assert (ledger.budget("tenant:acme") or {})["remaining"] == 0
     finally:
         ledger.close()
+
+
+def test_close_leaves_a_connection_in_use_to_its_reader(tmp_path: Path) -> None:
+    """Closing a connection another thread is running a statement on can crash SQLite's
+    C library: close() never touches one in use, the reader's is closed as it comes back."""
+    db = Database(tmp_path / "ledger.sqlite3")
+    with db.read() as conn:
+        db.close()
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
+
+
+def test_close_waits_for_a_write_in_progress_and_later_writes_refuse(tmp_path: Path) -> None:
+    db = Database(tmp_path / "ledger.sqlite3")
+    events: list[str] = []
+    writing, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with db.write() as conn:
+            writing.set()
+            release.wait()
+            conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+        events.append("committed")
+
+    def closer() -> None:
+        db.close()
+        events.append("closed")
+
+    write_thread = threading.Thread(target=writer, daemon=True)
+    write_thread.start()
+    writing.wait()
+    close_thread = threading.Thread(target=closer, daemon=True)
+    close_thread.start()
+    close_thread.join(0.2)
+    went_ahead = not close_thread.is_alive()
+    release.set()
+    assert not went_ahead, "close() went ahead while a write was running"
+    write_thread.join()
+    close_thread.join()
+    assert events == ["committed", "closed"]
+    with pytest.raises(sqlite3.ProgrammingError), db.write():
+        pass

@@ -65,7 +65,7 @@ def test_an_unknown_key_is_not_found_with_an_empty_tenant(lc_http: httpx.Client)
 #: Ways a valid key stops being valid, by the reason the lookup then gives.
 SPOILERS: dict[str, Callable[[LocalLedger, str, FakeClock], object]] = {
     "KEY_REVOKED": lambda ledger, secret, clock: ledger.revoke_api_key(secret),
-    "KEY_EXPIRED": lambda ledger, secret, clock: clock.advance(1_000),
+    "KEY_EXPIRED": lambda ledger, secret, clock: clock.advance(1_001),
     "TENANT_SUSPENDED": lambda ledger, secret, clock: ledger.set_tenant_status(
         LC_TENANT, "SUSPENDED"
     ),

@@ -71,3 +71,17 @@ def test_a_scope_is_canonical_and_names_its_tenant() -> None:
     assert admin_requests.scope("Tenant:Acme/App:Chat") == ("tenant:acme/app:chat", "acme")
     with pytest.raises(LedgerError, match="invalid scope: scope must start with tenant"):
         admin_requests.scope("app:chat")
+
+
+def test_a_funding_keeps_its_reason_and_metadata_and_refuses_metadata_not_an_object() -> None:
+    query = {"scope": "tenant:acme", "unit": "USD_MICROCENTS"}
+    body: dict[str, object] = {
+        "operation": "CREDIT",
+        "amount": {"unit": "USD_MICROCENTS", "amount": 5},
+        "reason": "top-up",
+        "metadata": {"ticket": "OPS-1"},
+    }
+    spec = admin_requests.funding(query, body)
+    assert (spec.reason, spec.metadata) == ("top-up", {"ticket": "OPS-1"})
+    with pytest.raises(LedgerError, match=r"funding\.metadata must be a JSON object"):
+        admin_requests.funding(query, {**body, "metadata": ["OPS-1"]})

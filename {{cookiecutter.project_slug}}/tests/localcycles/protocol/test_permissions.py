@@ -213,7 +213,7 @@ def test_revoked_expired_and_suspended_tenant_keys_are_refused_with_the_reason(
 
     assert_error(balances(revoked), 401, "UNAUTHORIZED", "KEY_REVOKED")
     assert balances(expiring).status_code == 200
-    lc_clock.advance(1_000)
+    lc_clock.advance(1_001)  # past the expiry (the reference accepts a key at the instant)
     assert_error(balances(expiring), 401, "UNAUTHORIZED", "KEY_EXPIRED")
     assert balances(live).status_code == 200
     funded.set_tenant_status(LC_TENANT, "SUSPENDED")
@@ -242,7 +242,7 @@ def test_a_key_created_without_a_list_or_expiry_gets_the_reference_defaults(
     expires = dt.datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
     assert expires.timestamp() * 1000 == lc_clock.now_ms + 90 * DAY_MS
     key = body["key_secret"]
-    lc_clock.advance(90 * DAY_MS)
+    lc_clock.advance(90 * DAY_MS + 1)
     assert lc_ledger.check_key(key) == "KEY_EXPIRED"
 
 
@@ -255,7 +255,7 @@ def test_a_key_created_with_expires_at_lives_until_then(
     created = create_key(lc_http, name="app", expires_at=stamp)
     assert created.status_code == 201 and created.json()["expires_at"] == stamp
     key = created.json()["key_secret"]
-    lc_clock.advance(400 * DAY_MS - 1)
+    lc_clock.advance(400 * DAY_MS)
     assert lc_ledger.authenticate(key) == LC_TENANT
     lc_clock.advance(1)
     assert lc_ledger.check_key(key) == "KEY_EXPIRED"

@@ -257,3 +257,17 @@ def test_cycles_advising_an_immediate_retry_is_not_cached(
     for _ in range(2):
         assert assert_error(chat(app, "acme"), 402, "budget_exceeded")["retry_after_ms"] == 0
     assert reservations_asked(stub) == 2  # "retry now" means: ask again, not from the cache
+
+
+def test_details_added_later_reach_every_cached_answer_with_its_timing() -> None:
+    clock = FakeClock()
+    cache = DenyCache(1_000, clock=clock)
+    cache.remember("acme", 10, ApiError(402, "budget_exceeded", "No budget."))
+    cache.add_details("globex", ApiError(402, "x", "y", None, {"remaining_usd": "9.00"}))
+    cache.add_details("acme", ApiError(402, "x", "y", None, {"remaining_usd": "0.00"}))
+    clock.advance(STEP_S)
+    cached = cache.lookup("acme", 10)
+    assert cached is not None
+    assert dict(cached.details) == {"remaining_usd": "0.00"}
+    assert cached.retry_after_ms == 1_000 - int(STEP_S * 1000)  # the window counts down
+    assert cache.lookup("globex", 10) is None  # nothing made up for a tenant not denied

@@ -6,6 +6,8 @@ web/test_streaming_stalled_clients.py.)
 
 from __future__ import annotations
 
+import threading
+
 from {{ cookiecutter.package_name }}.budget.hold_keeper import EndReason, HoldKeeper
 from {{ cookiecutter.package_name }}.budget.holds import Hold
 
@@ -77,3 +79,32 @@ def test_a_waiting_stream_is_ended_while_its_hold_still_covers_one_commit() -> N
     clock.now = 8.0
     keeper.run_due()
     assert ended == ["hold_lapsing"]
+
+
+def test_holds_that_fall_due_together_are_extended_side_by_side() -> None:
+    # Streams started together fall due together; one extension after the other, the last
+    # could lapse first on a busy worker. Each extension here waits until 4 run at once.
+    clock = Clock()
+    together = threading.Barrier(4, timeout=30)
+    extended: list[str] = []
+
+    def extend(hold: Hold) -> bool:
+        together.wait()
+        extended.append(str(hold.reservation_id))
+        return True
+
+    keeper = HoldKeeper(
+        extend, ttl_ms=60_000, lead_s=10, clock=clock, background=False, concurrency=4
+    )
+    holds = [
+        Hold("acme", "chat", 1, "enforce", reservation_id=f"r{i}", expires_at=60.0)
+        for i in range(4)
+    ]
+    for hold in holds:
+        keeper.watch(hold)
+    clock.now = 50.0
+    try:
+        keeper.run_due()
+    finally:
+        keeper.close()
+    assert sorted(extended) == ["r0", "r1", "r2", "r3"]

@@ -13,13 +13,17 @@ from {{ cookiecutter.package_name }}.budget import pricing
 INPUT_USD_PER_MILLION = Decimal("{{ cookiecutter.input_price_per_million_usd }}")
 OUTPUT_USD_PER_MILLION = Decimal("{{ cookiecutter.output_price_per_million_usd }}")
 CACHED_USD_PER_MILLION = Decimal("{{ cookiecutter.cached_input_price_per_million_usd }}")
+WRITE_USD_PER_MILLION = Decimal("{{ cookiecutter.cache_write_price_per_million_usd }}")
 
 
-def exact_cost_microcents(input_tokens: int, output_tokens: int, cached: int = 0) -> Decimal:
+def exact_cost_microcents(
+    input_tokens: int, output_tokens: int, cached: int = 0, written: int = 0
+) -> Decimal:
     """The same cost computed independently, in exact decimal arithmetic."""
     usd = (
-        (input_tokens - cached) * INPUT_USD_PER_MILLION
+        (input_tokens - cached - written) * INPUT_USD_PER_MILLION
         + cached * CACHED_USD_PER_MILLION
+        + written * WRITE_USD_PER_MILLION
         + output_tokens * OUTPUT_USD_PER_MILLION
     ) / 1_000_000
     return usd * 100_000_000
@@ -30,6 +34,7 @@ def test_prices_are_the_prompted_ones_in_microcents() -> None:
     assert Decimal(pricing.INPUT_MICROCENTS_PER_MILLION) == INPUT_USD_PER_MILLION * 10**8
     assert Decimal(pricing.OUTPUT_MICROCENTS_PER_MILLION) == OUTPUT_USD_PER_MILLION * 10**8
     assert Decimal(pricing.CACHED_INPUT_MICROCENTS_PER_MILLION) == CACHED_USD_PER_MILLION * 10**8
+    assert Decimal(pricing.CACHE_WRITE_MICROCENTS_PER_MILLION) == WRITE_USD_PER_MILLION * 10**8
 
 
 @given(st.integers(0, 10**7), st.integers(0, 10**7))
@@ -71,8 +76,42 @@ def test_cost_and_estimate_use_the_prices_they_are_given(
 def test_cached_tokens_are_part_of_the_input() -> None:
     with pytest.raises(ValueError, match="part of the input"):
         pricing.cost(10, 0, cached_input_tokens=11)
-    with pytest.raises(ValueError, match="negative"):
-        pricing.cost(10, 0, cached_input_tokens=-1)
+    with pytest.raises(ValueError, match="part of the input"):
+        pricing.cost(10, 0, cache_write_tokens=11)
+    with pytest.raises(ValueError, match="part of the input"):
+        pricing.cost(10, 0, cached_input_tokens=6, cache_write_tokens=5)
+    for kind in ("cached_input_tokens", "cache_write_tokens"):
+        with pytest.raises(ValueError, match="negative"):
+            pricing.cost(10, 0, **{kind: -1})
+
+
+@given(st.integers(0, 10**7), st.integers(0, 10**7), st.data())
+def test_cache_writes_and_reads_are_billed_at_their_own_prices(
+    inp: int, out: int, data: st.DataObject
+) -> None:
+    written = data.draw(st.integers(0, inp))
+    cached = data.draw(st.integers(0, inp - written))
+    charged = pricing.cost(inp, out, cached_input_tokens=cached, cache_write_tokens=written)
+    assert charged - 1 < exact_cost_microcents(inp, out, cached, written) <= charged
+
+
+def test_a_million_cache_writes_cost_the_prompted_cache_write_price() -> None:
+    million = 1_000_000
+    assert pricing.cost(million, 0, cache_write_tokens=million) == (
+        pricing.CACHE_WRITE_MICROCENTS_PER_MILLION
+    )
+    assert pricing.CACHE_WRITE_MICROCENTS_PER_MILLION >= pricing.INPUT_MICROCENTS_PER_MILLION
+
+
+@given(st.text(max_size=2000), st.integers(1, 100_000), st.data())
+def test_estimate_bounds_usage_whatever_part_of_the_prompt_is_read_from_the_cache(
+    prompt: str, max_tokens: int, data: st.DataObject
+) -> None:
+    """Cache reads cost less than plain input (the app asks for no cache writes)."""
+    used_input = data.draw(st.integers(0, pricing.max_input_tokens(prompt)))
+    cached = data.draw(st.integers(0, used_input))
+    used = pricing.cost(used_input, max_tokens, cached_input_tokens=cached)
+    assert used <= pricing.estimate(prompt, max_tokens=max_tokens)
 
 
 def test_one_million_tokens_cost_the_prompted_price() -> None:

@@ -287,6 +287,9 @@ def test_every_help_line_is_whole(server: LocalCyclesServer, tmp_path: Path) -> 
         "check-keys",
         "fund",
         "provision",
+        "reset",
+        "rollover",
+        "set-budget",
     ]
     for line in commands:
         assert line.rstrip().endswith(".") and "..." not in line, line

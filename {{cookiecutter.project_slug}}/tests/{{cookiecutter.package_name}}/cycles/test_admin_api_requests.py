@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +36,7 @@ from conftest import (
 from {{ cookiecutter.package_name }}.commands.keys_file import read_keys_file
 from {{ cookiecutter.package_name }}.config import TENANT_ID_RE
 from {{ cookiecutter.package_name }}.cycles.admin_api import RUNTIME_KEY_PERMISSIONS
+from {{ cookiecutter.package_name }}.cycles.key_expiry import CLOCK
 from localcycles import LocalCyclesServer
 
 # --- the reference's rules (facts from cycles-server-admin 0.1.25.47) ----------------------
@@ -192,6 +194,30 @@ def fund_problems(body: dict[str, Any], query: dict[str, str]) -> list[str]:
     return problems + amount_problems(body.get("amount"), query.get("unit"), "amount")
 
 
+def fund_key_problems(body: dict[str, Any], query: dict[str, str]) -> list[str]:
+    """BudgetFundingRequest's idempotency_key: @Size(min = 1, max = 256) when present."""
+    key = body.get("idempotency_key")
+    if key is not None and not (isinstance(key, str) and 1 <= len(key) <= 256):
+        return ["idempotency_key must be 1-256 characters"]
+    return []
+
+
+# BudgetController.list's query parameters.
+LIST_PARAMETERS = {
+    "tenant_id", "scope_prefix", "unit", "status", "over_limit", "has_debt", "utilization_min",
+    "utilization_max", "search", "cursor", "limit", "sort_by", "sort_dir",
+}  # fmt: skip
+
+
+def list_problems(body: dict[str, Any], query: dict[str, str]) -> list[str]:
+    problems = [f"unknown query parameter {name!r}" for name in set(query) - LIST_PARAMETERS]
+    if not non_blank(query.get("tenant_id")):
+        problems.append("tenant_id: without it the admin key lists every tenant's budgets")
+    if "unit" in query and query["unit"] not in UNITS:
+        problems.append("unit query parameter must be one of the UnitEnum")
+    return problems
+
+
 def validate_problems(body: dict[str, Any], query: dict[str, str]) -> list[str]:
     problems = unknown_fields(body, "validate")
     return problems + ([] if non_blank(body.get("key_secret")) else ["key_secret is required"])
@@ -201,7 +227,8 @@ RULES: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, str]], list[str
     ("POST", "/v1/admin/tenants"): tenant_problems,
     ("POST", "/v1/admin/api-keys"): api_key_problems,
     ("POST", "/v1/admin/budgets"): budget_problems,
-    ("POST", "/v1/admin/budgets/fund"): fund_problems,
+    ("POST", "/v1/admin/budgets/fund"): lambda b, q: fund_problems(b, q) + fund_key_problems(b, q),
+    ("GET", "/v1/admin/budgets"): list_problems,
     ("POST", "/v1/auth/validate"): validate_problems,
 }
 
@@ -259,6 +286,42 @@ def test_every_provisioning_request_meets_the_reference_rules(
     recorded = read_keys_file(keys_file)["CYCLES_KEY_EXPIRES_AT"].split(",")
     last = recorder.bodies("/v1/admin/api-keys")[-1]
     assert f"{last['tenant_id']}={last['expires_at']}" in recorded
+
+
+def test_every_request_of_plans_rollovers_and_budget_controls_meets_the_reference_rules(
+    cycles_server: LocalCyclesServer,
+    cycles_stub: Callable[..., CyclesStub],
+    make_app: Callable[..., Flask],
+    tmp_path: Path,
+) -> None:
+    recorder = cycles_stub(forward_to(cycles_server.base_url))
+    app = make_app(
+        cycles_server.base_url,
+        CYCLES_ADMIN_URL=recorder.base_url,
+        CYCLES_ADMIN_API_KEY=ADMIN_KEY,
+        BUDGET_PLANS="pro=5/day",
+        DEFAULT_PLAN="pro",
+        BUDGET_ROLLOVER_STATE=str(tmp_path / "rollover.json"),
+    )
+    moment = [datetime(2027, 3, 2, 10, tzinfo=UTC)]
+    app.extensions[CLOCK] = lambda: moment[0]
+    keys_file = str(tmp_path / "cycles.env")
+    invoke(app, "cycles", "provision", "--keys-file", keys_file)  # creates at the plan's
+    invoke(app, "cycles", "set-budget", "acme", "1")
+    invoke(app, "cycles", "provision", "--keys-file", keys_file)  # resizes back
+    invoke(app, "cycles", "reset", "acme")
+    invoke(app, "cycles", "rollover")
+    moment[0] = datetime(2027, 3, 3, tzinfo=UTC)
+    invoke(app, "cycles", "rollover")
+
+    for request in recorder.requests:
+        assert problems_of(request) == [], (request.method, request.path, request.body)
+    funds = recorder.bodies("/v1/admin/budgets/fund")
+    assert {body["operation"] for body in funds} == {"RESET", "RESET_SPENT"}
+    rollovers = [body["idempotency_key"] for body in funds if "idempotency_key" in body]
+    assert sorted(rollovers) == sorted(
+        f"rollover:{budget_scope(t)}:2027-03-03T00:00:00Z" for t in TENANTS
+    )
 
 
 def test_a_fund_reason_longer_than_the_admin_api_takes_is_a_usage_error(

@@ -159,8 +159,10 @@ def test_a_refused_reservation_stops_the_request_before_any_work(
     response = app.test_client().post("/chat", json=BODY, headers=auth_headers("acme"))
     body = assert_error(response, status, error)
     assert body.get("retry_after_ms") == retry_after_ms
-    # One Cycles call (the reservation), nothing committed, the provider never called.
-    assert [request.path for request in stub.requests] == ["/v1/reservations"]
+    # The reservation (and, for a budget denial, one balance read for the 402's body),
+    # nothing committed, the provider never called.
+    paths = [request.path.partition("?")[0] for request in stub.requests]
+    assert paths == ["/v1/reservations"] + (["/v1/balances"] if status == 402 else [])
     assert provider.calls == 0
 
 

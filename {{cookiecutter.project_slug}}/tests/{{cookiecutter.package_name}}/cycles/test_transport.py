@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }}.cycles.transport import (
     bound_httpx,
 )
 from localcycles import LocalCyclesServer
+from localcycles.http.front import Limits
 from support.fault_proxy import Drip, Drop, FaultProxy, Huge
 
 
@@ -207,6 +208,43 @@ def test_threads_that_come_and_go_leave_no_connections_behind(
     assert isinstance(transport, PlainHttp)
     assert transport.idle_connections() == 1
     assert cycles_server.front.open_connections <= 2  # that one, and one closing at most
+
+
+def test_calls_beyond_the_pool_wait_for_a_connection_instead_of_opening_more(
+    tmp_path: Path,
+) -> None:
+    # A gevent worker makes hundreds of calls at once. A server that takes 4 connections
+    # answers any more with 503: the pool of 4 must serve 64 simultaneous calls on its own.
+    server = LocalCyclesServer(str(tmp_path / "c.sqlite3"), limits=Limits(max_connections=4))
+    server.start()
+    transport = PlainHttp(
+        server.base_url,
+        {"X-Cycles-API-Key": "unknown"},  # every answer is a 401: an answer all the same
+        connect_timeout=5,
+        read_timeout=5,
+        total_s=30,
+        max_connections=4,
+    )
+    start = threading.Barrier(64)
+    statuses: list[int] = []
+
+    def call() -> None:
+        start.wait()
+        statuses.append(transport.get("/v1/balances", params={"tenant": "acme"}).status_code)
+
+    try:
+        threads = [threading.Thread(target=call) for _ in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [401] * 64
+        assert server.front.rejected == 0
+        assert transport.idle_connections() <= 4
+    finally:
+        transport.close()
+        server.stop()
+        server.ledger.close()
 
 
 # --- every call keeps to its deadline and the answer cap ---------------------------------

@@ -23,19 +23,22 @@ PROMPTED = {
     "input": Decimal("{{ cookiecutter.input_price_per_million_usd }}"),
     "output": Decimal("{{ cookiecutter.output_price_per_million_usd }}"),
     "cached_input": Decimal("{{ cookiecutter.cached_input_price_per_million_usd }}"),
+    "cache_write": Decimal("{{ cookiecutter.cache_write_price_per_million_usd }}"),
 }
 GENERATED_ENTRY = TABLE["aliases"].get(prices.MODEL, prices.MODEL)
 PROMPT = "Price me at the model that answers."
 MAX_TOKENS = 32
 INPUT, OUTPUT, CACHED = prices.INPUT_PRICE, prices.OUTPUT_PRICE, prices.CACHED_INPUT_PRICE
+WRITE = prices.CACHE_WRITE_PRICE
 UNLISTED = "claude-opus-9"
 
 
 def usd(model: str) -> dict[str, Decimal]:
-    """``model``'s table prices in USD per million tokens (cache reads default to input)."""
+    """``model``'s table prices in USD per million tokens (cache prices default to input)."""
     row = TABLE["models"][TABLE["aliases"].get(model, model)]
     found = {kind: Decimal(row[kind]) for kind in ("input", "output")}
-    return {**found, "cached_input": Decimal(row.get("cached_input", row["input"]))}
+    cache = {kind: Decimal(row.get(kind, row["input"])) for kind in ("cached_input", "cache_write")}
+    return {**found, **cache}
 
 
 def microcents(usd_per_million: Decimal) -> int:
@@ -83,10 +86,11 @@ def test_the_table_is_the_chosen_providers_part() -> None:
 def test_the_generated_model_keeps_the_prompted_prices() -> None:
     found = load().llm_prices
     assert found.model == prices.MODEL == "{{ cookiecutter.model }}"
-    assert (found.input, found.output, found.cached_input) == (
+    assert (found.input, found.output, found.cached_input, found.cache_write) == (
         microcents(PROMPTED["input"]),
         microcents(PROMPTED["output"]),
         microcents(PROMPTED["cached_input"]),
+        microcents(PROMPTED["cache_write"]),
     )
 
 
@@ -100,6 +104,7 @@ def test_every_listed_model_and_alias_is_priced_as_the_table_says() -> None:
         assert found.input == microcents(expected["input"]), name
         assert found.output == microcents(expected["output"]), name
         assert found.cached_input == microcents(expected["cached_input"]), name
+        assert found.cache_write == microcents(expected["cache_write"]), name
 
 
 @needs_another_model
@@ -166,6 +171,7 @@ def test_price_settings_price_an_unlisted_model_and_replace_listed_figures() -> 
     found = load(LLM_MODEL=UNLISTED, **{INPUT: " 2.5 ", OUTPUT: "10"}).llm_prices
     assert (found.input, found.output) == (250_000_000, 1_000_000_000)
     assert found.cached_input == found.input  # no cached price given: billed as input
+    assert found.cache_write_or_input == found.input  # nor a cache-write price
     assert found.source == "price settings"
     found = load(**{OUTPUT: "99.00", CACHED: "0.00000001"}).llm_prices
     assert found.model == prices.MODEL
@@ -173,7 +179,7 @@ def test_price_settings_price_an_unlisted_model_and_replace_listed_figures() -> 
     assert (found.output, found.cached_input) == (9_900_000_000, 1)
 
 
-@pytest.mark.parametrize("name", [INPUT, OUTPUT, CACHED])
+@pytest.mark.parametrize("name", [INPUT, OUTPUT, CACHED, WRITE])
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
@@ -199,3 +205,14 @@ def test_a_cache_read_may_not_cost_more_than_the_input() -> None:
     assert problem.startswith(f"{CACHED}: the cached input price"), problem
     assert "($1.01)" in problem and "($1)" in problem
     assert load(LLM_MODEL=UNLISTED, **{INPUT: "1.00", OUTPUT: "2.00", CACHED: "1.00"})
+
+
+def test_a_cache_write_may_not_cost_less_than_the_input() -> None:
+    prices_given = {INPUT: "1.00", OUTPUT: "2.00"}
+    (problem,) = problems(LLM_MODEL=UNLISTED, **prices_given, **{WRITE: "0.99"})
+    assert problem.startswith(f"{WRITE}: the cache write price"), problem
+    assert "($0.99)" in problem and "($1)" in problem
+    found = load(LLM_MODEL=UNLISTED, **prices_given, **{WRITE: "1.25"}).llm_prices
+    assert (found.input, found.cache_write) == (100_000_000, 125_000_000)
+    # A listed model's own cache-write price is replaced by the setting.
+    assert load(**{WRITE: "9999.00"}).llm_prices.cache_write == 999_900_000_000

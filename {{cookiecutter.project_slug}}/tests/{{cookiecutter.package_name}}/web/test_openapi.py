@@ -9,9 +9,11 @@ import json
 
 from flask import Flask
 from flask.testing import FlaskClient
+from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from conftest import MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT, Provisioner, auth_headers
 from {{ cookiecutter.package_name }}.web import caller_scheme
+from {{ cookiecutter.package_name }}.web.operations import is_undocumented
 from {{ cookiecutter.package_name }}.web.schemas import DeltaEvent, DoneEvent
 
 
@@ -24,11 +26,21 @@ def test_the_document_is_openapi_3_1_and_names_every_route(app: Flask, client: F
         (rule.rule, method.lower())
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static"
+        and not is_undocumented(app.view_functions[rule.endpoint])  # the docs page
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
     documented = {(path, method) for path, ops in document["paths"].items() for method in ops}
     assert routes == documented
+    assert ("/docs", "get") not in routes  # the docs page is on here, and left out
+
+
+def test_the_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
+    """What client generators and other teams' tools check first (openapi-spec-validator:
+    the 3.1 meta-schema, and every default and example against its own schema)."""
+    document = client.get("/openapi.json").get_json()
+    problems = [error.message for error in OpenAPIV31SpecValidator(document).iter_errors()]
+    assert problems == []
 
 
 def test_guarded_routes_document_every_error_and_the_auth_scheme(client: FlaskClient) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from flask import Blueprint, Flask, Response, jsonify
+from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from conftest import app_env
 from {{ cookiecutter.package_name }} import create_app
@@ -41,16 +42,36 @@ def test_a_documented_route_joins_the_document_with_its_model(tmp_path: Path) ->
     def item(item_id: int) -> Response:
         return jsonify(status="ok")
 
+    @extra.get("/files/<path:name>/<uuid:version>")
+    @documented(Operation("One file", "The file.", HealthResponse, auth="open"))
+    def file(name: str, version: object) -> Response:
+        return jsonify(status="ok")
+
     app = bare_app(tmp_path)
     try:
         app.register_blueprint(extra)
         document = openapi.document(app)
+        assert app.test_client().get("/items/7").status_code == 200  # matches the document
     finally:
         close(app)
     operation = document["paths"]["/items/{item_id}"]["get"]
     assert operation["summary"] == "One item" and operation["security"] == []
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/HealthResponse"}
+    # A path's variables are declared, typed by their converter: the document stays valid.
+    (item_id,) = [p for p in operation["parameters"] if p.get("in") == "path"]
+    assert item_id == {
+        "name": "item_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+    file_params = document["paths"]["/files/{name}/{version}"]["get"]["parameters"]
+    assert [p["schema"] for p in file_params if p.get("in") == "path"] == [
+        {"type": "string"},
+        {"type": "string", "format": "uuid"},
+    ]
+    assert [e.message for e in OpenAPIV31SpecValidator(document).iter_errors()] == []
 
 
 def test_a_route_without_an_entry_stops_the_document_naming_it(tmp_path: Path) -> None:

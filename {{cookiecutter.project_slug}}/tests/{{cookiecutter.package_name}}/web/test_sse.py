@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import socket
 
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from {{ cookiecutter.package_name }}.web import sse
 
 
@@ -13,6 +16,13 @@ def test_an_event_names_itself_in_its_data() -> None:
     name, data, end = frame.decode().split("\n", 2)
     assert name == "event: delta" and end == "\n"
     assert json.loads(data.removeprefix("data: ")) == {"type": "delta", "text": "Hé\nllo"}
+
+
+@given(st.text())
+@example('"\\\n\x00é\ud800')  # a lone surrogate, as a provider's JSON may escape one
+def test_a_delta_event_is_the_general_event_byte_for_byte(text: str) -> None:
+    # Any text: quotes, backslashes, control characters, non-ASCII.
+    assert sse.delta(text) == sse.event("delta", {"text": text})
 
 
 def test_a_stream_is_not_buffered_by_proxies() -> None:

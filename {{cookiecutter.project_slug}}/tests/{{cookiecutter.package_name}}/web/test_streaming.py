@@ -17,6 +17,7 @@ from conftest import CountingProvider, Provisioner, auth_headers
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.llm import ProviderError, StreamProgress
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
+from {{ cookiecutter.package_name }}.money import usd_text
 
 PROMPT = "Tell me, in a good many words, why budgets for language models matter at all."
 MAX_TOKENS = 48
@@ -81,12 +82,16 @@ def test_a_stream_sends_every_delta_then_the_usage_and_charges_it(
     assert [data["text"] for _, data in received[:-1]] == deltas
     assert progress.input_tokens is not None and progress.output_tokens is not None
     cost = pricing.cost(progress.input_tokens, progress.output_tokens)
+    # What remains after the charge, as the ledger holds it.
+    remaining = provisioner.balance("acme")["remaining"]
     assert received[-1][1] == {
         "type": "done",
         "model": "fake-model",
         "max_tokens": MAX_TOKENS,
         "usage": {"input_tokens": progress.input_tokens, "output_tokens": progress.output_tokens},
         "cost_usd_microcents": cost,
+        "remaining_microcents": remaining,
+        "remaining_usd": usd_text(remaining),
     }
     balance = settled(provisioner)
     assert (balance["spent"], balance["reserved"]) == (cost, 0)
