@@ -124,6 +124,9 @@ class Plan:
     name: str
     allocated: int
     period: Period
+    # Each end user's budget under a tenant on this plan (``/user=USD``), in USD microcents;
+    # None: END_USER_BUDGET_USD's (budget/end_users.py).
+    per_user: int | None = None
 
 
 class ConfigError(click.ClickException, ValueError):

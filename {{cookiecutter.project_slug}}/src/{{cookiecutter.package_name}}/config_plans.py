@@ -2,7 +2,9 @@
 
 ``BUDGET_PLANS=free=1.00/month,pro=50/month,flat=100/none`` names each plan's allocation in
 US dollars and how often its spend resets (day, week, month: UTC boundaries, see
-``budget/periods.py``; none: never). ``TENANT_PLANS=acme=pro,globex=free`` gives tenants a
+``budget/periods.py``; none: never). An optional ``/user=USD`` (``pro=50/month/user=1.00``)
+gives each end user of a tenant on that plan a budget of that much, in place of
+END_USER_BUDGET_USD (config_end_users.py). ``TENANT_PLANS=acme=pro,globex=free`` gives tenants a
 plan and ``DEFAULT_PLAN`` gives one to every other tenant. No plans (the default): every
 budget is what it was made with (``CYCLES_LOCAL_BUDGET_USD``, ``flask cycles provision
 --budget-usd``), as before plans existed. Plan names and amounts are not secrets, so
@@ -17,12 +19,14 @@ from pathlib import Path
 from typing import TypedDict
 
 from .config import PERIODS, TENANT_ID_RE, TENANT_ID_RULE, Plan
+from .config_end_users import PER_USER_MARK
 from .config_values import ValueReader, quoted
-from .money import usd_to_microcents
+from .money import format_usd, usd_to_microcents
 
 PLAN_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 PLAN_NAME_RULE = "1-32 lowercase letters, digits, '_' or '-', starting with a letter"
-PLAN_FORM = "name=USD/period like pro=50.00/month"
+PLAN_FORM = "name=USD/period[/user=USD] like pro=50.00/month/user=1.00"
+PER_USER = PER_USER_MARK.removeprefix("/")
 # The settings that list the app's tenants (config_callers.py, one per tenant_auth answer).
 CALLER_SETTINGS = ("TENANTS", "TENANT_API_KEYS", "CYCLES_TENANT_API_KEYS")
 
@@ -53,14 +57,15 @@ def read_plans(
 
 
 def read_plan_table(read: ValueReader) -> dict[str, Plan]:
-    """BUDGET_PLANS: ``name=USD/period`` entries, comma-separated."""
+    """BUDGET_PLANS: ``name=USD/period[/user=USD]`` entries, comma-separated."""
     name = "BUDGET_PLANS"
     plans: dict[str, Plan] = {}
     entries = [part.strip() for part in (read.raw(name) or "").split(",")]
     for position, entry in enumerate(filter(None, entries), start=1):
         plan, sep, terms = (part.strip() for part in entry.partition("="))
-        amount, slash, period = (part.strip() for part in terms.partition("/"))
-        if not sep or not slash or not plan:
+        amount, slash, rest = (part.strip() for part in terms.partition("/"))
+        period, user_slash, user_terms = (part.strip() for part in rest.partition("/"))
+        if not sep or not slash or not plan or (user_slash and not user_terms.startswith(PER_USER)):
             problem = f"entry {position} {quoted(entry)} is invalid: expected {PLAN_FORM}"
         elif not PLAN_NAME_RE.fullmatch(plan):
             problem = f"plan name {quoted(plan)} is invalid: expected {PLAN_NAME_RULE}"
@@ -77,11 +82,32 @@ def read_plan_table(read: ValueReader) -> dict[str, Plan]:
             except ValueError as reason:
                 problem = f"plan {quoted(plan)}: amount is invalid: {reason}"
             else:
-                period_name = next(p for p in PERIODS if p == period.lower())
-                plans[plan] = Plan(plan, allocated, period_name)
-                continue
+                per_user_text = user_terms.removeprefix(PER_USER).strip() if user_slash else None
+                per_user, problem = _per_user(plan, per_user_text, allocated)
+                if not problem:
+                    period_name = next(p for p in PERIODS if p == period.lower())
+                    plans[plan] = Plan(plan, allocated, period_name, per_user)
+                    continue
         read.note(name, f"{name}: {problem}")
     return plans
+
+
+def _per_user(plan: str, text: str | None, allocated: int) -> tuple[int | None, str]:
+    """A plan's ``/user=USD`` in microcents (None when absent), or a problem naming it."""
+    if text is None:
+        return None, ""
+    try:
+        per_user = usd_to_microcents(text)
+    except ValueError as reason:
+        return None, f"plan {quoted(plan)}: user amount is invalid: {reason}"
+    if per_user > allocated:
+        # One end user could then spend more than the whole tenant: Cycles would stop the
+        # tenant first, so the per-user figure would be a promise the app cannot keep.
+        return None, (
+            f"plan {quoted(plan)}: user amount {quoted(text)} is above the plan's allocation "
+            f"({format_usd(allocated)})"
+        )
+    return per_user, ""
 
 
 def read_tenant_plans(

@@ -13,10 +13,12 @@ import pytest
 from flask import Flask
 
 from conftest import ADMIN_KEY, UNIT, Provisioner, assert_error, auth_headers, budget_scope
+from {{ cookiecutter.package_name }}.budget import pricing
 from localcycles import LocalCyclesServer
 
 PROMPT = "Name three rivers of Europe."
 ALLOCATION = 1_000_000  # END_USER_BUDGET_USD=0.01, in USD microcents
+MAX_TOKENS = 20
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def user_scope(tenant: str, user: str) -> str:
 
 
 def chat(app: Flask, tenant: str, user: str | None, **extra: object) -> tuple[int, dict]:
-    body = {"prompt": PROMPT, "max_tokens": 20, **extra, **({"user": user} if user else {})}
+    body = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, **extra, **({"user": user} if user else {})}
     response = app.test_client().post("/chat", json=body, headers=auth_headers(tenant))
     return response.status_code, response.get_json()
 
@@ -63,6 +65,24 @@ def test_the_first_call_makes_the_budget_and_both_budgets_are_charged(
     assert bob["reserved"] == 0
 
 
+def test_a_plans_per_user_amount_funds_its_tenants_end_users(
+    cycles_server: LocalCyclesServer, provisioner: Provisioner, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(
+        cycles_server.base_url,
+        END_USER_BUDGET_USD="0.01",
+        BUDGET_PLANS="pro=50/month/user=0.02",
+        TENANT_PLANS="acme=pro",
+        CYCLES_ADMIN_URL=cycles_server.base_url,
+        CYCLES_ADMIN_API_KEY=ADMIN_KEY,
+    )
+    for tenant in ("acme", "globex"):
+        status, body = chat(app, tenant, "bob")
+        assert status == 200, body
+    assert ledger_row(provisioner, user_scope("acme", "bob"))["allocated"] == 2 * ALLOCATION
+    assert ledger_row(provisioner, user_scope("globex", "bob"))["allocated"] == ALLOCATION
+
+
 def test_an_end_user_out_of_budget_is_refused_and_others_are_served(
     end_user_app: Flask, provisioner: Provisioner
 ) -> None:
@@ -81,7 +101,8 @@ def test_an_end_user_out_of_budget_is_refused_and_others_are_served(
 def test_the_tenant_budget_holds_when_every_end_user_has_room(
     end_user_app: Flask, provisioner: Provisioner
 ) -> None:
-    provisioner.set_budget("acme", 1_000)
+    # One microcent short of this call's reservation, whatever the bake's prices.
+    provisioner.set_budget("acme", pricing.estimate(PROMPT, max_tokens=MAX_TOKENS) - 1)
     status, body = chat(end_user_app, "acme", "bob")
     assert status == 402, body
     bob = ledger_row(provisioner, user_scope("acme", "bob"))

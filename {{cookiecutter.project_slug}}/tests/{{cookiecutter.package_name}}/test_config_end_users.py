@@ -45,3 +45,15 @@ def test_a_remote_cycles_needs_its_admin_api(tmp_path: Path) -> None:
     assert any(
         p.startswith("CYCLES_ADMIN_API_KEY is required with END_USER_BUDGET_USD") for p in found
     )
+
+
+def test_a_plans_per_user_amount_turns_them_on(tmp_path: Path) -> None:
+    plans = {"BUDGET_PLANS": "pro=50/month/user=1"}
+    assert settings(tmp_path, {**BASE, **plans}).end_user_allocation == 0
+    set_too = {**BASE, **plans, "END_USER_BUDGET_USD": "0.25"}
+    assert settings(tmp_path, set_too).end_user_allocation == 25_000_000
+    found = problems(tmp_path, {**REMOTE, **plans})
+    assert (
+        "CYCLES_ADMIN_URL is required with BUDGET_PLANS' user=USD (the app creates budgets)"
+        in found
+    )

@@ -54,6 +54,20 @@ def test_plans_and_each_tenants_plan(tmp_path: Path) -> None:
     assert found.cycles_local_rollover is True
 
 
+def test_a_plan_may_set_each_end_users_allocation(tmp_path: Path) -> None:
+    found = settings(
+        tmp_path,
+        BUDGET_PLANS="free=1/month, pro=50/month/user=1.25, team=10/week/user=10",
+        TENANT_PLANS="acme=pro",
+    )
+    assert found.budget_plans["pro"] == Plan("pro", 5_000_000_000, "month", 125_000_000)
+    assert found.budget_plans["team"].per_user == 1_000_000_000  # the whole plan: allowed
+    assert found.budget_plans["free"].per_user is None  # END_USER_BUDGET_USD's
+    # A plan's per-user amount turns end-user budgets on: with no END_USER_BUDGET_USD the
+    # end users of a tenant whose plan sets none get nothing (refused, never unbudgeted).
+    assert found.end_user_allocation == 0
+
+
 def test_without_a_default_a_tenant_not_mapped_has_no_plan(tmp_path: Path) -> None:
     found = settings(tmp_path, BUDGET_PLANS=PLANS, TENANT_PLANS="globex=daily")
     assert found.plan_for("acme") is None
@@ -69,12 +83,13 @@ def test_development_with_the_embedded_ledger_rolls_over_by_default(tmp_path: Pa
     [
         (
             {"BUDGET_PLANS": "pro"},
-            "BUDGET_PLANS: entry 1 'pro' is invalid: expected name=USD/period like pro=50.00/month",
+            "BUDGET_PLANS: entry 1 'pro' is invalid: expected "
+            "name=USD/period[/user=USD] like pro=50.00/month/user=1.00",
         ),
         (
             {"BUDGET_PLANS": "free=1/month,pro=50"},
-            "BUDGET_PLANS: entry 2 'pro=50' is invalid: expected name=USD/period like "
-            "pro=50.00/month",
+            "BUDGET_PLANS: entry 2 'pro=50' is invalid: expected "
+            "name=USD/period[/user=USD] like pro=50.00/month/user=1.00",
         ),
         (
             {"BUDGET_PLANS": "Pro=5/month"},
@@ -84,6 +99,30 @@ def test_development_with_the_embedded_ledger_rolls_over_by_default(tmp_path: Pa
         (
             {"BUDGET_PLANS": "pro=5/month,pro=6/day"},
             "BUDGET_PLANS: plan 'pro' is defined twice",
+        ),
+        (
+            {"BUDGET_PLANS": "pro=5/month/user=abc"},
+            "BUDGET_PLANS: plan 'pro': user amount is invalid: 'abc' is not an amount of US "
+            "dollars like 5.00",
+        ),
+        (
+            {"BUDGET_PLANS": "pro=5/month/user=-1"},
+            "BUDGET_PLANS: plan 'pro': user amount is invalid: '-1' is not an amount of US "
+            "dollars like 5.00",
+        ),
+        (
+            {"BUDGET_PLANS": "pro=5/month/user=Infinity"},
+            "BUDGET_PLANS: plan 'pro': user amount is invalid: 'Infinity' is not an amount of "
+            "US dollars like 5.00",
+        ),
+        (
+            {"BUDGET_PLANS": "pro=5/month/user=5.01"},
+            "BUDGET_PLANS: plan 'pro': user amount '5.01' is above the plan's allocation ($5.00)",
+        ),
+        (
+            {"BUDGET_PLANS": "pro=5/month/seats=3"},
+            "BUDGET_PLANS: entry 1 'pro=5/month/seats=3' is invalid: expected "
+            "name=USD/period[/user=USD] like pro=50.00/month/user=1.00",
         ),
         (
             {"BUDGET_PLANS": "pro=5/year"},

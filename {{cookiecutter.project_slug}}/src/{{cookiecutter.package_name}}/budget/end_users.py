@@ -1,4 +1,5 @@
-"""End users' budgets: each below its tenant's, made with END_USER_BUDGET_USD on first use.
+"""End users' budgets: each below its tenant's, made on first use with the tenant's plan's
+per-user amount (``BUDGET_PLANS=pro=50/month/user=1.00``), else END_USER_BUDGET_USD.
 
 An end user's calls carry it as the subject's ``agent`` level (reservations.py), the level
 below the tenant's scope and the model's, so one reservation checks the end user's budget
@@ -54,9 +55,7 @@ class EndUserBudgets:
 
     def ensure(self, budget: BudgetService, tenant: str, user: str, model: str = "") -> None:
         """Create ``user``'s budget unless it exists; ApiError 503 when that fails."""
-        allocation = budget.settings.end_user_allocation
-        if allocation is None:
-            raise ApiError(400, "invalid_request", "user: end-user budgets are not enabled.")
+        allocation = allocation_for(budget, tenant)
         scope = scope_of(budget, tenant, user, model)
         with self._lock:
             if scope in self._known:
@@ -73,6 +72,18 @@ class EndUserBudgets:
             if len(self._known) >= MAX_KNOWN:
                 self._known.clear()
             self._known.add(scope)
+
+
+def allocation_for(budget: BudgetService, tenant: str) -> int:
+    """A new end user's allocation under app tenant ``tenant``, in USD microcents: its plan's
+    per-user amount if the plan sets one, else END_USER_BUDGET_USD; ApiError 400 when off."""
+    settings = budget.settings
+    if settings.end_user_allocation is None:
+        raise ApiError(400, "invalid_request", "user: end-user budgets are not enabled.")
+    plan = settings.plan_for(tenant)
+    if plan is not None and plan.per_user is not None:
+        return plan.per_user
+    return settings.end_user_allocation
 
 
 def _admin(budget: BudgetService) -> Endpoint:

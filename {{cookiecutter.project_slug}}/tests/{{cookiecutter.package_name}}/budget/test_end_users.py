@@ -79,6 +79,33 @@ def test_ensure_makes_the_budget_once_and_keeps_an_existing_one(
     assert found is not None and found["allocated"] == 7
 
 
+@pytest.mark.parametrize(
+    ("end_user_usd", "globex_allocation"), [({"END_USER_BUDGET_USD": "2"}, 200_000_000), ({}, 0)]
+)
+def test_a_new_end_users_allocation_is_the_plans_else_the_setting(
+    cycles_server: LocalCyclesServer,
+    provisioner: Provisioner,
+    make_app: Callable[..., Flask],
+    end_user_usd: dict[str, str],
+    globex_allocation: int,
+) -> None:
+    app = make_app(
+        cycles_server.base_url,
+        BUDGET_PLANS="pro=50/month/user=1.00,free=1/month",
+        TENANT_PLANS="acme=pro,globex=free",
+        CYCLES_ADMIN_URL=cycles_server.base_url,
+        CYCLES_ADMIN_API_KEY=ADMIN_KEY,
+        **end_user_usd,
+    )
+    budget = budget_service(app)
+    for tenant in ("acme", "globex"):
+        end_user_budgets(app).ensure(budget, tenant, "bob")
+    acme = provisioner.ledger.budget(scope_of(budget, "acme", "bob"), UNIT)
+    globex = provisioner.ledger.budget(scope_of(budget, "globex", "bob"), UNIT)
+    assert acme is not None and acme["allocated"] == 100_000_000  # pro's user=1.00
+    assert globex is not None and globex["allocated"] == globex_allocation
+
+
 def test_an_unreachable_admin_api_is_a_503(
     cycles_server: LocalCyclesServer, provisioner: Provisioner, make_app: Callable[..., Flask]
 ) -> None:

@@ -257,17 +257,18 @@ def test_calls_beyond_the_pool_wait_for_a_connection_instead_of_opening_more(
 def bounded_transport(
     request: pytest.FixtureRequest, fault_proxy: FaultProxy
 ) -> Iterator[PlainHttp | BoundedHttpx]:
-    """Each transport the app may use, to ``fault_proxy``, with a 0.3 s call deadline."""
+    """Each transport the app may use, to ``fault_proxy``, with a 1 s call deadline (long
+    enough for the request to reach the proxy on a loaded machine: the tests need it there)."""
     headers = {"X-Cycles-API-Key": "k"}
     transport: PlainHttp | BoundedHttpx
     if request.param == "plain":
         transport = PlainHttp(
-            fault_proxy.base_url, headers, connect_timeout=1, read_timeout=1, total_s=0.3
+            fault_proxy.base_url, headers, connect_timeout=1, read_timeout=1, total_s=1.0
         )
     else:
         timeout = httpx.Timeout(connect=1, read=1, write=5, pool=5)
         http = httpx.Client(base_url=fault_proxy.base_url, headers=headers, timeout=timeout)
-        transport = bound_httpx(http, total_s=0.3)
+        transport = bound_httpx(http, total_s=1.0)
     yield transport
     transport.close()
 
