@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -126,6 +127,21 @@ def _process_lock(path: str) -> threading.Lock:
         return _LOCKS.setdefault(path, threading.Lock())
 
 
+def _enable_wal(conn: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch a new file to WAL. The switch needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy handler, when another process (a second
+    gunicorn worker starting on a fresh ledger) is opening the file at the same moment."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _connect(path: str, autocheckpoint: bool) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -173,7 +189,7 @@ class Database:
             # WAL lets readers run while one writer commits, in this and other processes.
             # Small pages: each commit rewrites every page it touches into the WAL.
             conn.execute("PRAGMA page_size = 1024")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
             # Files from schema 1 lack this column; add it before the schema's indexes.
             columns = {r["name"] for r in conn.execute("PRAGMA table_info(reservations)")}
             if columns and "committed_metrics" not in columns:

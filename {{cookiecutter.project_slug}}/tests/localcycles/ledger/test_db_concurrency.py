@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,3 +149,31 @@ def test_close_waits_for_a_write_in_progress_and_later_writes_refuse(tmp_path: P
     assert events == ["committed", "closed"]
     with pytest.raises(sqlite3.ProgrammingError), db.write():
         pass
+
+
+OPEN_FRESH_FILE = """
+import sys, threading
+from localcycles.ledger.db import Database
+threading.Event().wait(float(sys.argv[2]) - __import__("time").time())
+Database(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_a_fresh_file_at_once_all_start(tmp_path: Path) -> None:
+    """Two gunicorn workers start on a ledger file that does not exist yet: the switch to
+    WAL must not fail one of them with "database is locked"."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for round_ in range(5):
+        path = tmp_path / f"fresh-{round_}.sqlite3"
+        start_at = str(time.time() + 1.0)  # all import first, then open together
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_FRESH_FILE, str(path), start_at],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        errors = [p.communicate()[1] for p in procs if p.wait() != 0]
+        assert errors == [], errors[0]
