@@ -210,20 +210,21 @@ def test_gunicorn_warns_when_trusted_header_auth_listens_beyond_loopback(
         project, APP_ENV="development", GUNICORN_BIND=f"0.0.0.0:{port}", WEB_CONCURRENCY="1",
         CYCLES_LOCAL_DB=str(tmp_path / "ledger.sqlite3"), CYCLES_JOURNAL_DIR=str(tmp_path / "j"),
     )  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn"], cwd=project, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn"], cwd=project, env=env, stdout=sink,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
     try:
-        assert server.stdout is not None
-        seen = []
-        for line in server.stdout:  # gunicorn logs when_ready's warning before any worker
-            seen.append(line)
-            if "Booting worker" in line:
-                break
+        # Stop only once the worker serves: a SIGTERM that reaches a worker between its fork
+        # and gunicorn installing the worker's handlers is lost, and the arbiter then waits
+        # the whole graceful_timeout for it.
+        wait_until_serving(f"http://127.0.0.1:{port}", server, log)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=20)
+        stop_group(server)
+    lines = log.read_text().splitlines(keepends=True)
+    seen = lines[: next(i for i, line in enumerate(lines) if "Booting worker" in line)]
     warnings = [line for line in seen if "[WARNING]" in line]
     assert len(warnings) == 1, "".join(seen)
     assert f"http://0.0.0.0:{port} with trusted_header auth" in warnings[0]

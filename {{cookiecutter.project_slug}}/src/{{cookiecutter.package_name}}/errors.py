@@ -29,6 +29,7 @@ class ApiError(Exception):
         message: str,
         retry_after_ms: int | None = None,
         details: Mapping[str, str | int] | None = None,
+        facts: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -37,15 +38,30 @@ class ApiError(Exception):
         self.retry_after_ms = retry_after_ms
         # More fields of the JSON body (never None values: a field unknown is left out).
         self.details: Mapping[str, str | int] = details or {}
+        # What the code that raised it learnt, for the code that handles it: never sent
+        # (a budget denial carries the balances read to explain it, so fit-to-budget
+        # does not read them again).
+        self.facts: Mapping[str, object] = facts or {}
 
     def with_retry_after(self, retry_after_ms: int | None) -> ApiError:
         """The same answer (details too) with another ``retry_after_ms``."""
-        return ApiError(self.status, self.error, self.message, retry_after_ms, self.details)
+        return ApiError(
+            self.status, self.error, self.message, retry_after_ms, self.details, self.facts
+        )
 
     def with_details(self, **details: str | int) -> ApiError:
         """The same answer with more fields in its body."""
         merged = {**self.details, **details}
-        return ApiError(self.status, self.error, self.message, self.retry_after_ms, merged)
+        return ApiError(
+            self.status, self.error, self.message, self.retry_after_ms, merged, self.facts
+        )
+
+    def with_facts(self, **facts: object) -> ApiError:
+        """The same answer, carrying more of what was learnt (never in its body)."""
+        merged = {**self.facts, **facts}
+        return ApiError(
+            self.status, self.error, self.message, self.retry_after_ms, self.details, merged
+        )
 
 
 def error_response(

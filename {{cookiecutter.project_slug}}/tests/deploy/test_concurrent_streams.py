@@ -11,11 +11,11 @@ counted is how many calls the provider had open together, never how long anythin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,9 +26,9 @@ import pytest
 
 from localcycles import LocalLedger
 from support.callers_kit import dev_auth_headers
+from support.gunicorn_kit import gunicorn
 from support.tenancy_kit import budget_scope
 
-PROJECT = Path(__file__).resolve().parents[2]
 TENANTS = ("acme", "globex")
 PATIENCE_S = 120.0  # only stops a hang: nothing here asserts how fast anything is
 # How gunicorn names each worker class in its log (serving/ names gthread's ThreadWorker).
@@ -96,66 +96,41 @@ Serve = Callable[..., Served]
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
-    """``serve(gather=..., delta_delay=...)`` starts gunicorn; stopped when the test ends."""
-    started: list[subprocess.Popen[bytes]] = []
+    """``serve(gather=..., delta_delay=...)`` starts gunicorn (support/gunicorn_kit.py);
+    stopped when the test ends."""
+    with contextlib.ExitStack() as servers:
 
-    def start(*, gather: int, delta_delay: float = 0.0, worker_class: str = "gevent") -> Served:
-        (tmp_path / "served_app.py").write_text(
-            SERVED_APP.format(
-                package="{{ cookiecutter.package_name }}",
-                gather=gather,
-                patience=PATIENCE_S / 4,
-                delta_delay=delta_delay,
+        def start(*, gather: int, delta_delay: float = 0.0, worker_class: str = "gevent") -> Served:
+            (tmp_path / "served_app.py").write_text(
+                SERVED_APP.format(
+                    package="{{ cookiecutter.package_name }}",
+                    gather=gather,
+                    patience=PATIENCE_S / 4,
+                    delta_delay=delta_delay,
+                )
             )
-        )
-        port = _free_port()
-        ledger = tmp_path / "ledger.sqlite3"
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("APP_", "CYCLES_", "LLM_", "TENANT", "GUNICORN_", "FLASK_"))
-            and k not in ("WEB_CONCURRENCY", "PORT", "PROMETHEUS_MULTIPROC_DIR")
-        }
-        env.update(
-            PYTHONPATH=os.pathsep.join([str(PROJECT / "src"), str(tmp_path)]),
-            APP_ENV="development",
-            FLASK_SKIP_DOTENV="1",
-            LLM_PROVIDER="fake",
-            CYCLES_BASE_URL="local",
-            CYCLES_LOCAL_DB=str(ledger),
-            CYCLES_JOURNAL_DIR=str(tmp_path / "journal"),
-            CYCLES_LOCAL_BUDGET_USD="1000",
-            PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
-            GUNICORN_WORKER_CLASS=worker_class,
-            GUNICORN_THREADS="16",  # gthread only
-            WEB_CONCURRENCY="1",
-        )
-        log = tmp_path / "gunicorn.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(PROJECT / "gunicorn.conf.py"),
-                 "--bind", f"127.0.0.1:{port}", "served_app:app"],
-                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        started.append(process)
-        served = Served(f"http://127.0.0.1:{port}", port, process, log, ledger)
-        _wait_until_serving(served)
-        (worker_line,) = [x for x in log.read_text().splitlines() if "Using worker:" in x]
-        assert WORKER_NAMES[worker_class] in worker_line.lower(), worker_line
-        return served
+            server = servers.enter_context(
+                gunicorn(
+                    tmp_path,
+                    "served_app:app",
+                    CYCLES_BASE_URL="local",
+                    CYCLES_LOCAL_BUDGET_USD="1000",
+                    GUNICORN_WORKER_CLASS=worker_class,
+                    GUNICORN_THREADS="16",  # gthread only
+                )
+            )
+            log = server.log_text().splitlines()
+            (worker_line,) = [line for line in log if "Using worker:" in line]
+            assert WORKER_NAMES[worker_class] in worker_line.lower(), worker_line
+            return Served(
+                f"http://127.0.0.1:{server.port}",
+                server.port,
+                server.process,
+                server.log,
+                tmp_path / "ledger.sqlite3",
+            )
 
-    yield start
-    for process in started:
-        _stop(process)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield start
 
 
 def _get(served: Served, path: str, headers: dict[str, str] | None = None) -> object:
@@ -164,24 +139,6 @@ def _get(served: Served, path: str, headers: dict[str, str] | None = None) -> ob
         if response.headers.get_content_type() == "application/json":
             return json.loads(response.read())
         return response.read().decode()
-
-
-def _wait_until_serving(served: Served) -> None:
-    deadline = time.monotonic() + PATIENCE_S
-    while True:
-        assert served.process.poll() is None, served.log.read_text()
-        try:
-            _get(served, "/healthz")
-            return
-        except OSError:
-            assert time.monotonic() < deadline, served.log.read_text()
-            time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
 
 
 Writer = asyncio.StreamWriter

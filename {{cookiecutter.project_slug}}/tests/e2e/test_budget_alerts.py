@@ -175,3 +175,47 @@ def test_each_threshold_reaches_the_tenant_once_per_period(
         assert len(ids) == len(set(ids)) == 6
     finally:
         app_alerts(app).forwarder.stop()
+
+
+def raised_total(app: Flask, threshold: str) -> float:
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    wanted = 'budget_alerts_raised_total{event_type="budget.threshold_crossed",threshold="%s"}'
+    lines = [line for line in text.splitlines() if line.startswith(wanted % threshold)]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def test_without_threshold_events_the_app_raises_them_from_what_it_charges(
+    clocked_server: LocalCyclesServer,
+    clocked: Provisioner,
+    make_app: Callable[..., Flask],
+    tenant_url: WebhookReceiver,
+) -> None:
+    """As against the reference cycles-server (it emits no budget.threshold_crossed) or
+    with no events service at all: nothing is subscribed, and the tenant still hears of
+    80% and 95% once each, from the balances the app's own calls were answered with."""
+    reserve = pricing.estimate(PROMPT, max_tokens=MAX_TOKENS)
+    if reserve == 0:
+        pytest.skip("the prompted prices are zero: calls cost nothing")
+    app = make_app(clocked_server.base_url)
+    registered = app.test_client().put(
+        "/budget/webhook", json={"url": tenant_url.url}, headers=auth_headers("acme")
+    )
+    tenant_secret = registered.get_json()["secret"]
+    allocated = 20 * reserve
+    clocked.set_budget("acme", allocated=allocated)
+    stack = Stack(clocked_server, app, clocked)
+    try:
+        stack.chat()  # far below 80%: nothing
+        stack.spend(allocated * 8 // 10 - 1 - stack.spent())
+        stack.chat()  # crosses 80%
+        stack.chat()  # still between 80% and 95%: nothing new
+        stack.spend(allocated * 95 // 100 - 1 - stack.spent())
+        stack.chat()  # crosses 95%
+        assert levels(tenant_url.wait_for(2), tenant_secret) == [0.8, 0.95]
+        assert (raised_total(app, "0.8"), raised_total(app, "0.95")) == (1.0, 1.0)
+        assert stack.spent() > allocated * 95 // 100
+        app_alerts(app).forwarder.stop()
+        assert app_alerts(app).store.pending() == 0
+        assert len(tenant_url.received) == 2  # nothing else was sent
+    finally:
+        app_alerts(app).forwarder.stop()

@@ -27,7 +27,7 @@ from conftest import (
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.budget.service import budget_service
 from localcycles import LocalCyclesServer
-from support.fault_proxy import Cut, Delay, Drip, Drop, Fault, FaultProxy, Garble, Huge
+from support.fault_proxy import Cut, Delay, Drip, Drop, Fault, FaultProxy, Garble, Gateway, Huge
 
 PROMPT = "Count the cost of a lost answer."
 MAX_TOKENS = 16
@@ -135,6 +135,7 @@ LOST_ANSWERS: dict[str, Fault] = {
     "lost": Drop(),
     "half-sent": Cut(after_bytes=-10),
     "late": Delay(seconds=1.5),  # past the 0.5 s read timeout
+    "gateway-timeout": Gateway(504),  # a 5xx that is not Cycles' own error body
 }
 
 

@@ -16,6 +16,7 @@ from conftest import ADMIN_KEY, UNIT, Provisioner, assert_error, auth_headers, b
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.config import app_settings
 from localcycles import LocalCyclesServer
+from support.fault_proxy import FaultProxy
 
 PROMPT = "Name three rivers of Europe, and say which is the longest."
 ASKED = 200
@@ -133,3 +134,22 @@ def test_the_tightest_budget_on_the_calls_path_is_what_remains(
     assert response.get_json()["max_tokens"] == FLOOR
     spent = provisioner.ledger.budget(bob, UNIT)
     assert spent is not None and spent["spent"] == provisioner.balance("acme")["spent"] > 0
+
+
+def test_a_fitted_call_reads_the_balances_once(
+    fault_proxy: FaultProxy, provisioner: Provisioner, make_app: Callable[..., Flask]
+) -> None:
+    """The denial's explanation and the fit share one GET /v1/balances, whether the call
+    is then served or refused."""
+    app = make_app(
+        fault_proxy.base_url, FIT_TO_BUDGET_MIN_TOKENS=str(FLOOR), CYCLES_DENY_CACHE_MS="0"
+    )
+    client = app.test_client()
+    body = {"prompt": PROMPT, "max_tokens": ASKED}
+    provisioner.set_budget("acme", worst_case(app, FLOOR))
+    assert client.post("/chat", json=body, headers=auth_headers("acme")).status_code == 200
+    assert len(fault_proxy.of("GET /v1/balances")) == 1
+    provisioner.set_budget("acme", worst_case(app, FLOOR) - 1)
+    refused = client.post("/chat", json=body, headers=auth_headers("acme"))
+    assert assert_error(refused, 402, "budget_exceeded")["remaining_microcents"] >= 0
+    assert len(fault_proxy.of("GET /v1/balances")) == 2

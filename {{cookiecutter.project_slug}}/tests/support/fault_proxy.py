@@ -87,7 +87,15 @@ class Huge:
     chunked: bool = False
 
 
-Fault = Refuse | Drop | Cut | Garble | Delay | Drip | Stall | Huge
+@dataclass(frozen=True)
+class Gateway:
+    """Forward, then answer ``status`` with an HTML page instead of Cycles' answer: a load
+    balancer that gave up waiting (Cycles acted; the app never hears how)."""
+
+    status: int = 504
+
+
+Fault = Refuse | Drop | Cut | Garble | Delay | Drip | Stall | Huge | Gateway
 
 
 # --- what happened -----------------------------------------------------------------------
@@ -324,6 +332,10 @@ class FaultProxy:
                 return False
             case Huge(size=size, chunked=chunked):
                 return self._send_huge(app, size, chunked, ex)
+            case Gateway(status=status):
+                page = b"<html><body><h1>%d Gateway Timeout</h1></body></html>" % status
+                head = b"HTTP/1.1 %d Gateway Timeout\r\nContent-Type: text/html\r\n" % status
+                return self._write(app, head + b"Content-Length: %d\r\n\r\n" % len(page) + page, ex)
         raise AssertionError(f"unknown fault {fault!r}")
 
     def _send_huge(self, app: socket.socket, size: int, chunked: bool, ex: Exchange) -> bool:

@@ -11,12 +11,20 @@ and the development server's ``budget.threshold_crossed`` at 1.0 reach a tenant 
 period is the tenant's plan period the event happened in (``period_of``, wired in by the
 web layer), else its UTC day.
 
+The app also sees its tenants' balances (every reservation answer carries them) and raises
+the configured thresholds itself (:meth:`Alerts.observe`, called once a call is charged):
+the reference cycles-server emits ``budget.exhausted`` but not yet
+``budget.threshold_crossed``, so against it the 80% and 95% alerts come from here, and all
+of them do where no events service runs. The same mark keeps a crossing to one alert,
+whoever saw it first.
+
 Forwards a stopped process left behind are resumed when an app starts (once per process,
 ``BUDGET_ALERTS_RESUME``), not only when the next event arrives.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -29,7 +37,7 @@ from flask import Flask, current_app
 from ..config import Settings, app_settings
 from ..cycles import tenancy
 from .destinations import Destinations
-from .events import CyclesEvent, alert_payload, parse_event
+from .events import EXHAUSTED, THRESHOLD_CROSSED, CyclesEvent, alert_payload, parse_event
 from .forwarder import Forwarder
 from .store import Accepted, AlertStore
 
@@ -38,6 +46,9 @@ log = logging.getLogger(__name__)
 EXTENSION = "alerts"
 # (app tenant, when) -> the key of the billing period ``when`` falls in
 PeriodOf = Callable[[str, datetime], str]
+# Crossings this process has raised or found raised: bounded, cleared when full (a cleared
+# mark costs one more store lookup, never a second alert).
+MAX_MARKS_REMEMBERED = 10_000
 
 
 def utc_day(tenant: str, when: datetime) -> str:
@@ -65,6 +76,7 @@ class Alerts:
         self.forwarder = forwarder
         self.period_of = period_of
         self._resumed_pid = 0
+        self._marked: set[str] = set()
 
     def resume(self) -> None:
         """Start the worker if the outbox holds forwards (once per process: a forked worker
@@ -84,8 +96,71 @@ class Alerts:
 
     def mark(self, event: CyclesEvent, tenant: str) -> str:
         """The crossing an alert is about: one forward per tenant, scope, threshold, period."""
-        period = self.period_of(tenant, event.occurred_at(datetime.now(UTC)))
-        return f"{tenant}|{event.scope}|{event.threshold!r}|{period}"
+        return self._mark(tenant, event.scope, event.threshold, event.occurred_at(_now()))
+
+    def _mark(self, tenant: str, scope: str, threshold: float | None, when: datetime) -> str:
+        return f"{tenant}|{scope}|{threshold!r}|{self.period_of(tenant, when)}"
+
+    def observe(
+        self, tenant: str, allocated: int, remaining: int, when: datetime | None = None
+    ) -> list[CyclesEvent]:
+        """Raise the thresholds ``tenant``'s budget has crossed this period and no alert
+        covers yet; the alerts raised. ``remaining`` is what its budget scope has left
+        (holds and debt taken out, as Cycles counts it), so 1.0 is crossed exactly when
+        nothing remains, as Cycles' ``budget.exhausted`` is."""
+        if allocated <= 0:
+            return []  # no allocation to take a fraction of (an unfunded budget)
+        used = (allocated - remaining) / allocated
+        when = _now() if when is None else when
+        scope = tenancy.budget_scope(self.settings, tenant).lower()
+        raised = []
+        for threshold in self.settings.budget_alert_thresholds:
+            if used < threshold:
+                continue
+            mark = self._mark(tenant, scope, threshold, when)
+            if mark in self._marked:
+                continue
+            event = self._crossing(tenant, scope, threshold, used, (allocated, remaining), when)
+            forward = None
+            if self.store.webhook(tenant) is not None:
+                forward = (tenant, event.event_id, event.event_type, alert_payload(event, tenant))
+            accepted = self.store.accept(event.event_id, forward, mark)
+            if len(self._marked) >= MAX_MARKS_REMEMBERED:
+                self._marked.clear()
+            self._marked.add(mark)
+            if accepted in (Accepted.RECORDED, Accepted.QUEUED):
+                raised.append(event)
+            if accepted == Accepted.QUEUED:
+                self.forwarder.kick()
+        return raised
+
+    def _crossing(
+        self,
+        tenant: str,
+        scope: str,
+        threshold: float,
+        used: float,
+        amounts: tuple[int, int],
+        when: datetime,
+    ) -> CyclesEvent:
+        """The alert for one crossing the app saw, shaped as the Cycles event it stands
+        for. Its id is derived from the crossing, so two workers that both see it record
+        it once."""
+        allocated, remaining = amounts
+        digest = hashlib.sha256(self._mark(tenant, scope, threshold, when).encode()).hexdigest()
+        return CyclesEvent(
+            event_id="app-" + digest[:32],
+            event_type=EXHAUSTED if threshold >= 1.0 else THRESHOLD_CROSSED,
+            tenant_id=tenancy.cycles_tenant(self.settings, tenant),
+            scope=scope,
+            data={
+                "threshold": threshold,
+                "utilization": round(used, 6),
+                "allocated": allocated,
+                "remaining": remaining,
+            },
+            timestamp=when.isoformat(),
+        )
 
     def tenant_of(self, event: CyclesEvent) -> str | None:
         for tenant in self.settings.tenants:
@@ -110,6 +185,10 @@ class Alerts:
             # New work, or forwards left by an earlier process (the worker starts lazily).
             self.forwarder.kick()
         return Outcome(event, tenant, not accepted, accepted == Accepted.QUEUED)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def init_app(app: Flask, period_of: PeriodOf = utc_day) -> Alerts:

@@ -5,8 +5,9 @@ Cycles' denial of a reservation (409 ``BUDGET_EXCEEDED``, ``DEBT_OUTSTANDING``, 
 carries no balances: the protocol's error body has only an open ``details`` object, and
 the reference server fills none for a denial. So what remains is read once, with
 ``GET /v1/balances``, when Cycles denies; the deny cache (deny_cache.py) keeps that answer
-and gives it to the tenant's next denials without calling Cycles. A served request never
-pays for this read. If the read fails, the 402 still stands, without what remains.
+and gives it to the tenant's next denials without calling Cycles, and fit-to-budget
+(fit.py) sizes its smaller call from the same rows. A served request never pays for this
+read. If the read fails, the 402 still stands, without what remains.
 
 What remains is the caller's own scope (tenancy.py): a denial can also come from a wider
 budget (the operator's cap, in workspace isolation), whose figures a caller never sees.
@@ -23,6 +24,10 @@ from ..money import usd_text
 if TYPE_CHECKING:
     from .service import BudgetService
 
+# The key of ``ApiError.facts`` under which an explained denial carries the caller's
+# balances as read to explain it (a tuple of ``Balance``).
+BALANCES_FACT = "balances"
+
 
 def default_topup_message(tenant: str) -> str:
     return (
@@ -38,7 +43,7 @@ def explain(budget: BudgetService, tenant: str, error: ApiError) -> ApiError:
     try:
         rows = budget.cycles.balances(tenant)
     except ApiError:
-        rows = []  # the denial stands; only what remains goes unsaid
+        return error.with_details(**details)  # the denial stands; what remains goes unsaid
     balance = next((b for b in rows if is_own(budget.settings, tenant, b.scope)), None)
     if balance is not None:
         details.update(
@@ -47,7 +52,8 @@ def explain(budget: BudgetService, tenant: str, error: ApiError) -> ApiError:
             limit_microcents=balance.allocated,
             limit_usd=usd_text(balance.allocated),
         )
-    return error.with_details(**details)
+    # The rows go with the denial: fit-to-budget (fit.py) works from this one read.
+    return error.with_details(**details).with_facts(**{BALANCES_FACT: tuple(rows)})
 
 
 def for_estimate(error: ApiError, estimate: int) -> ApiError:

@@ -1,10 +1,11 @@
 """Fit-to-budget: when a call's worst case does not fit, serve it with fewer output tokens.
 
 With ``FIT_TO_BUDGET_MIN_TOKENS`` set (off by default: a caller asking for ``max_tokens``
-gets that or a 402, unless the operator opts in), a budget denial is followed by one read
-of the caller's balances: the least that remains on the budgets the call is checked
-against (the tenant's, and the model's and the end user's where they have one) buys some
-number of output tokens over the prompt's worst-case input. If that is at least the floor,
+gets that or a 402, unless the operator opts in), a budget denial is sized from the
+caller's balances, the rows read to explain the denial (denials.py; no second read): the
+least that remains on the budgets the call is checked against (the tenant's, and the
+model's and the end user's where they have one) buys some number of output tokens over
+the prompt's worst-case input. If that is at least the floor,
 the call is reserved again for exactly that many output tokens: the reservation is the
 call's upper bound as always (the provider is given that ``max_tokens``), and Cycles checks
 it against every budget again, so a fitted call can never take more than remains. Below
@@ -13,11 +14,14 @@ the floor the 402 stands.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..cycles.clients import Balance
 from ..cycles.errors import is_budget_denial
 from ..errors import ApiError
 from . import pricing
+from .denials import BALANCES_FACT
 from .reservations import subject_body
 
 if TYPE_CHECKING:
@@ -45,15 +49,23 @@ def affordable_output(
     return low
 
 
-def remaining_for(budget: BudgetService, tenant: str, model: str, user: str) -> int | None:
-    """The least that remains on the caller's budgets along the call's scopes (one balance
-    read); None when it cannot be read or no row is on the call's path."""
+def remaining_for(
+    budget: BudgetService,
+    tenant: str,
+    model: str,
+    user: str,
+    rows: Sequence[Balance] | None = None,
+) -> int | None:
+    """The least that remains on the caller's budgets along the call's scopes, from
+    ``rows`` (the caller's balances), else from one balance read; None when they cannot be
+    read or no row is on the call's path."""
     subject = subject_body(budget, tenant, model, user)
     path = "/".join(f"{level}:{value.lower()}" for level, value in subject.items())
-    try:
-        rows = budget.cycles.balances(tenant)
-    except ApiError:
-        return None
+    if rows is None:
+        try:
+            rows = budget.cycles.balances(tenant)
+        except ApiError:
+            return None
     on_path = [row.remaining for row in rows if f"{path}/".startswith(f"{row.scope.lower()}/")]
     return min(on_path) if on_path else None
 
@@ -74,7 +86,10 @@ def fitted_max_tokens(
     # Only a budget denial is fitted: never an outage (503) or a rate limit (429).
     if floor == 0 or not is_budget_denial(denial) or budget.settings.cycles_mode != "enforce":
         return None
-    remaining = remaining_for(budget, tenant, model, user)
+    # The denial's explanation read the balances already (denials.py): use that read.
+    known = denial.facts.get(BALANCES_FACT)
+    rows = list(known) if isinstance(known, tuple) else None
+    remaining = remaining_for(budget, tenant, model, user, rows)
     if remaining is None:
         return None
     prices = budget.settings.prices_of(model or None)

@@ -58,6 +58,18 @@ class Hold:
     def held(self) -> bool:
         return self.reservation_id is not None
 
+    def remaining_after(self, charged: int | None) -> int | None:
+        """The caller's remaining budget in USD microcents as the reserve answer showed it,
+        with this hold's own ``charged`` applied (None: still running, its hold taken out).
+        None when the answer named no budget of the caller's. Other requests settling
+        meanwhile are not seen: a figure without another Cycles call."""
+        if self.balance is None:
+            return None
+        if charged is None:
+            return self.balance.remaining
+        held = self.estimate if self.held else 0  # a dry run (shadow) holds nothing
+        return self.balance.remaining + held - charged
+
     def claim_settlement(self) -> bool:
         """True exactly once: the caller that gets it commits or releases the hold."""
         with self._lock:

@@ -190,20 +190,34 @@ class Metrics:
             self.cost_ratio.labels(hold.route).observe(0.0)
 
     def _define_alert_metrics(self) -> None:
-        """Cycles' webhook events received (web/alert_routes.py). Closed labels: the alert
-        event types or "other"; a configured threshold, "none" or "other"."""
+        """Cycles' webhook events received and the alerts the app raised itself
+        (web/alert_routes.py). Closed labels: the alert event types or "other"; a
+        configured threshold, "none" or "other"."""
         self.cycles_events = Counter(
             "cycles_webhook_events",
             "Cycles webhook events received (duplicates excluded), by type and threshold.",
             ["event_type", "threshold"],
             registry=self.registry,
         )
+        self.app_alerts = Counter(
+            "budget_alerts_raised",
+            "Budget alerts the app raised from the balances Cycles answered (a crossing that"
+            " a Cycles event reported first is not counted), by type and threshold.",
+            ["event_type", "threshold"],
+            registry=self.registry,
+        )
         self._thresholds = {value: f"{value:g}" for value in self.settings.budget_alert_thresholds}
 
     def cycles_event(self, event_type: str, threshold: float | None) -> None:
+        self.cycles_events.labels(*self._alert_labels(event_type, threshold)).inc()
+
+    def app_alert(self, event_type: str, threshold: float | None) -> None:
+        self.app_alerts.labels(*self._alert_labels(event_type, threshold)).inc()
+
+    def _alert_labels(self, event_type: str, threshold: float | None) -> tuple[str, str]:
         kind = event_type if event_type in ALERT_TYPES else "other"
         level = "none" if threshold is None else self._thresholds.get(threshold, "other")
-        self.cycles_events.labels(kind, level).inc()
+        return kind, level
 
     def cycles_call(self, operation: str, seconds: float, response: CyclesResponse) -> None:
         if response.is_success:

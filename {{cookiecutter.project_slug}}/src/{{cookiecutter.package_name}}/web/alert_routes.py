@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import datetime
 
 from flask import Blueprint, Flask, Response, jsonify, request
@@ -24,8 +25,11 @@ from ..alerts import service
 from ..alerts.destinations import MAX_URL_CHARS, Destinations, UnsafeUrl
 from ..alerts.service import PeriodOf, app_alerts, utc_day
 from ..alerts.signatures import CYCLES_SIGNATURE_HEADER, new_secret, verify
+from ..budget import signals
+from ..budget.holds import Hold, Settlement
 from ..budget.periods import period_bounds
 from ..config import URL_RE, URL_RULE, Settings, app_settings
+from ..cycles import key_expiry
 from ..errors import ApiError
 from ..observability.metrics import app_metrics
 from .operations import CALLER_ERRORS, Operation, documented
@@ -182,7 +186,32 @@ def plan_periods(settings: Settings) -> PeriodOf:
 
 
 def init_app(app: Flask) -> None:
-    """The app's alerts (store, forwarder) and these routes."""
-    service.init_app(app, plan_periods(app_settings(app)))
+    """The app's alerts (store, forwarder), the thresholds it watches, and these routes."""
+    alerts = service.init_app(app, plan_periods(app_settings(app)))
+
+    def watch_thresholds(
+        sender: object, *, hold: Hold, settlement: Settlement, **_: object
+    ) -> None:
+        """Once a call is charged, raise any threshold its budget has crossed."""
+        remaining = hold.remaining_after(settlement.charged)
+        if hold.balance is None or remaining is None:
+            return  # the reserve answer named no budget of the caller's
+        try:
+            raised = alerts.observe(
+                hold.tenant, hold.balance.allocated, remaining, key_expiry.now(app)
+            )
+        except (OSError, sqlite3.Error):
+            # The call is charged either way; the next charge tries the crossing again.
+            log.exception("alerts: tenant %s: a threshold crossing was not recorded", hold.tenant)
+            return
+        for event in raised:
+            log.info(
+                "budget alert %s tenant=%s threshold=%s (seen by the app)",
+                event.event_type, hold.tenant, event.threshold,
+            )  # fmt: skip
+            app_metrics(app).app_alert(event.event_type, event.threshold)
+
+    # weak=False: the closure has no other owner; sender=app: only this app's charges.
+    signals.settled.connect(watch_thresholds, sender=app, weak=False)
     app.register_blueprint(receiver_bp)
     app.register_blueprint(tenant_webhook_bp)

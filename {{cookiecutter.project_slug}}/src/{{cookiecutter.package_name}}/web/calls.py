@@ -103,17 +103,8 @@ class HeldCall:
         reservations.release(self.cycles, self.hold, reason)
 
     def remaining_budget(self) -> int | None:
-        """The caller's remaining budget in USD microcents: as the reserve answer showed
-        it, with this call's own charge applied once settled (while it runs, its hold is
-        taken out). None when the answer named no budget of the caller's. Other requests
-        settling meanwhile are not seen: a figure without another Cycles call."""
-        balance = self.hold.balance
-        if balance is None:
-            return None
-        if self.charged is None:
-            return balance.remaining
-        held = self.hold.estimate if self.hold.held else 0  # a dry run (shadow) holds nothing
-        return balance.remaining + held - self.charged
+        """The caller's remaining budget in USD microcents (``Hold.remaining_after``)."""
+        return self.hold.remaining_after(self.charged)
 
     def worst_case_usage(self, started: float) -> Usage:
         """The most the call can have used: every input token, max_tokens of output."""

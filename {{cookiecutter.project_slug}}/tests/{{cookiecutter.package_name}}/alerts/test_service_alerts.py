@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -113,3 +114,69 @@ def test_tests_resume_nothing_unless_asked(
     before.receive(body("evt_1", "acme"))
     after = app_alerts(make_app(cycles_server.base_url))
     assert after.forwarder._thread is None and after.store.pending() == 1
+
+
+# --- thresholds the app sees in the balances Cycles answers ----------------------------
+
+NOON_1 = datetime(2026, 12, 2, 12, tzinfo=UTC)
+NOON_2 = NOON_1 + timedelta(days=1)
+
+
+def forwarded(alerts: Alerts) -> list[dict[str, Any]]:
+    return [json.loads(row.body) for row in alerts.store.claim_due(lease_s=60, limit=100)]
+
+
+def test_the_app_raises_each_threshold_it_sees_crossed_once_per_period(
+    cycles_server: LocalCyclesServer, make_app: Callable[..., Flask]
+) -> None:
+    alerts = queuing(app_alerts(make_app(cycles_server.base_url)))
+    assert alerts.observe("acme", 1000, 201, NOON_1) == []  # 79.9% used
+    (at_80,) = alerts.observe("acme", 1000, 200, NOON_1)  # 80% exactly
+    assert (at_80.event_type, at_80.threshold) == (CROSSED, 0.8)
+    assert alerts.observe("acme", 1000, 150, NOON_1) == []  # 85%: 80% is raised already
+    both = alerts.observe("acme", 1000, 0, NOON_1)  # past 95% and 100% at once
+    assert [(e.event_type, e.threshold) for e in both] == [(CROSSED, 0.95), (EXHAUSTED, 1.0)]
+    assert alerts.observe("acme", 1000, -40, NOON_1) == []  # into debt: nothing new
+    sent = forwarded(alerts)
+    assert [(a["type"], a["threshold"], a["tenant"]) for a in sent] == [
+        (CROSSED, 0.8, "acme"), (CROSSED, 0.95, "acme"), (EXHAUSTED, 1.0, "acme"),
+    ]  # fmt: skip
+    assert sent[0]["allocated_usd_microcents"] == 1000
+    assert sent[0]["remaining_usd_microcents"] == 200
+    # The next period (the UTC day, without a plan) re-arms every threshold.
+    assert [e.threshold for e in alerts.observe("acme", 1000, 100, NOON_2)] == [0.8]
+
+
+def test_a_crossing_the_app_raised_is_not_raised_again_by_the_cycles_event_or_another_worker(
+    cycles_server: LocalCyclesServer, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(cycles_server.base_url)
+    alerts = queuing(app_alerts(app))
+    assert len(alerts.observe("acme", 1000, 100, NOON_1)) == 1
+    # The development server's event for the same crossing: recorded, not forwarded again.
+    late = alerts.receive(body("evt_1", "acme", CROSSED, 0.8, timestamp=NOON_1.isoformat()))
+    assert (late.duplicate, late.forwarded) == (False, False)
+    # Another worker (its own memory, the same store) sees the same crossing: nothing new.
+    other = Alerts(alerts.settings, alerts.store, alerts.forwarder, alerts.period_of)
+    assert other.observe("acme", 1000, 90, NOON_1) == []
+    assert len(forwarded(alerts)) == 1
+
+
+def test_a_budget_without_an_allocation_raises_nothing(
+    cycles_server: LocalCyclesServer, make_app: Callable[..., Flask]
+) -> None:
+    alerts = queuing(app_alerts(make_app(cycles_server.base_url)))
+    assert alerts.observe("acme", 0, -500, NOON_1) == []
+    assert alerts.store.pending() == 0
+
+
+def test_a_tenant_without_a_url_gets_its_crossing_recorded_not_queued(
+    cycles_server: LocalCyclesServer, make_app: Callable[..., Flask]
+) -> None:
+    alerts = app_alerts(make_app(cycles_server.base_url))
+    alerts.forwarder.kick = lambda: None  # type: ignore[method-assign]
+    assert [e.threshold for e in alerts.observe("globex", 1000, 100, NOON_1)] == [0.8]
+    assert alerts.store.pending() == 0
+    # Registering a URL later does not replay a crossing of the past.
+    alerts.store.set_webhook("globex", "http://127.0.0.1:9/hook", "whsec_x")
+    assert alerts.observe("globex", 1000, 90, NOON_1) == []
