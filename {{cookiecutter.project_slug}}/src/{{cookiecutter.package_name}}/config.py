@@ -225,6 +225,8 @@ class Settings:
     # internal networks tenants' alert URLs may point at (alerts/destinations.py)
     budget_webhook_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     budget_alerts_resume: bool  # an app's start resumes forwards left queued (not in tests)
+    # derives tenants' alert secrets, so the alerts file stores none (alerts/tenant_secrets.py)
+    budget_alert_signing_key: str | None = field(repr=False)
 
     @property
     def uses_local_cycles(self) -> bool:

@@ -8,6 +8,8 @@ the receiver verifies; without it the receiver answers 404.
 ``BUDGET_WEBHOOK_ALLOW_NETWORKS``: internal networks a tenant's alert URL may still point at
 (``alerts/destinations.py`` refuses every other internal address).
 ``BUDGET_ALERTS_RESUME``: an app's start sends the forwards a stopped process left queued.
+``BUDGET_ALERT_SIGNING_KEY``: derives tenants' alert secrets, so none is stored
+(``alerts/tenant_secrets.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ DEFAULT_ALERT_THRESHOLDS = "0.8,0.95,1.0"
 MAX_ALERT_THRESHOLDS = 10
 # The secret signs every event: short ones can be guessed.
 MIN_WEBHOOK_SECRET_CHARS = 16
+# Every tenant's alert secret is derived from this key: as long as a random 256-bit one.
+MIN_SIGNING_KEY_CHARS = 32
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Outside production a tenant's URL may be on this machine (the offline end-to-end path).
@@ -36,6 +40,7 @@ class AlertFields(TypedDict):
     cycles_webhook_secret: str | None
     budget_webhook_allow_networks: tuple[Network, ...]
     budget_alerts_resume: bool
+    budget_alert_signing_key: str | None
 
 
 def parse_thresholds(text: str) -> tuple[float, ...]:
@@ -104,6 +109,13 @@ def read_alerts(read: ValueReader, app_env: str) -> AlertFields:
             "CYCLES_WEBHOOK_SECRET is required when CYCLES_WEBHOOK_URL is set (the receiver "
             "verifies every event with it)",
         )
+    signing_key = read.raw("BUDGET_ALERT_SIGNING_KEY")
+    if signing_key is not None and len(signing_key) < MIN_SIGNING_KEY_CHARS:
+        read.note(
+            "BUDGET_ALERT_SIGNING_KEY",
+            f"BUDGET_ALERT_SIGNING_KEY is too short: expected at least {MIN_SIGNING_KEY_CHARS}"
+            ' characters (python -c "import secrets; print(secrets.token_urlsafe(32))")',
+        )
     return AlertFields(
         budget_alert_thresholds=thresholds,
         cycles_webhook_url=url,
@@ -111,4 +123,5 @@ def read_alerts(read: ValueReader, app_env: str) -> AlertFields:
         budget_webhook_allow_networks=read_allow_networks(read, app_env == "production"),
         # Tests start many apps in one process: each resumes only when a test asks.
         budget_alerts_resume=read.flag("BUDGET_ALERTS_RESUME", app_env != "testing"),
+        budget_alert_signing_key=signing_key,
     )

@@ -80,3 +80,13 @@ def test_queued_forwards_resume_at_start_except_in_tests() -> None:
     assert read("development")[0]["budget_alerts_resume"] is True
     assert read("production")[0]["budget_alerts_resume"] is True
     assert read("testing", BUDGET_ALERTS_RESUME="true")[0]["budget_alerts_resume"] is True
+
+
+def test_the_alert_signing_key_is_read_and_a_short_one_refused_without_echoing_it() -> None:
+    key = "k" * 43
+    fields, found = read(BUDGET_ALERT_SIGNING_KEY=key)
+    assert found == [] and fields["budget_alert_signing_key"] == key
+    assert read()[0]["budget_alert_signing_key"] is None
+    (short,) = read(BUDGET_ALERT_SIGNING_KEY="short-signing-key")[1]
+    assert short.startswith("BUDGET_ALERT_SIGNING_KEY is too short: expected at least 32")
+    assert "short-signing-key" not in short

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from ..events.emitter import Emitter
+from ..ledger.budget_admin import BUDGET_SORT_FIELDS, budget_page
 from ..ledger.keys import Principal
 from ..ledger.local_ledger import LocalLedger
 from ..ledger.rows import payload_hash
@@ -326,7 +327,22 @@ class Api:
         rows = self.ledger.list_budgets(
             tenant, req.query.get("scope_prefix"), admin_requests.unit(unit) if unit else None
         )
-        return Response(200, {"ledgers": rows, "has_more": False})
+        # Paged as the reference pages: cursor = the last ledger id of the page before.
+        sort_by = req.query.get("sort_by") or "utilization"
+        if sort_by not in BUDGET_SORT_FIELDS:
+            raise invalid(
+                f"Invalid sort_by '{sort_by}'; expected one of: {', '.join(BUDGET_SORT_FIELDS)}"
+            )
+        direction = (req.query.get("sort_dir") or "desc").lower()
+        if direction not in ("asc", "desc"):
+            raise invalid(f"Invalid sort_dir '{direction}'; expected one of: asc, desc")
+        page, has_more = budget_page(
+            rows, sort_by, direction == "desc", req.query.get("cursor"), _budget_limit(req.query)
+        )
+        out: Json = {"ledgers": page, "has_more": has_more}
+        if has_more:
+            out["next_cursor"] = page[-1]["ledger_id"]
+        return Response(200, out)
 
     def fund(self, req: Request, tenant: str | None, args: list[str]) -> Response:
         funding = admin_requests.funding(req.query, parse_json(req.body))
@@ -342,3 +358,12 @@ class Api:
         """Spend or funding changed ``tenant``'s budgets: threshold events (events/)."""
         if self.events is not None and tenant is not None:
             self.events.changed(tenant)
+
+
+def _budget_limit(params: dict[str, str]) -> int:
+    """GET /v1/admin/budgets' page size: 50 by default, brought into [1, 100] (the
+    reference clamps rather than refuses); not an integer: 400."""
+    raw = params.get("limit") or "50"
+    if not re.fullmatch(r"-?[0-9]{1,9}", raw):
+        raise invalid("limit must be an integer")
+    return max(1, min(int(raw), 100))

@@ -29,6 +29,17 @@ from .rows import (
 Json = dict[str, Any]
 Clock = Callable[[], int]
 BUDGET_STATUSES = ("ACTIVE", "FROZEN", "CLOSED")
+# GET /v1/admin/budgets sorts by these (the reference's list); utilization, descending, when
+# not told, with the ledger id breaking ties so that a cursor (a ledger id) resumes exactly.
+BUDGET_SORT_FIELDS = (
+    "tenant_id",
+    "scope",
+    "unit",
+    "status",
+    "commit_overage_policy",
+    "utilization",
+    "debt",
+)
 
 
 class BudgetAdmin:
@@ -185,6 +196,39 @@ class BudgetAdmin:
             if (not scope_prefix or b.scope.startswith(scope_prefix.lower()))
             and (not unit or b.unit == unit)
         ]
+
+
+def budget_page(
+    rows: list[Json], sort_by: str, descending: bool, cursor: str | None, limit: int
+) -> tuple[list[Json], bool]:
+    """One page of BudgetLedgers, as the reference pages them: sorted by ``sort_by`` (then
+    ledger id), starting after the row whose ledger id is ``cursor``; and whether more
+    follow. A cursor not in the rows is 400 (the reference's answer: start again)."""
+    ordered = sorted(rows, key=lambda row: (_sort_value(row, sort_by), row["ledger_id"]))
+    if descending:
+        ordered.reverse()
+    start = 0
+    if cursor:
+        ids = [row["ledger_id"] for row in ordered]
+        if cursor not in ids:
+            raise LedgerError(
+                400,
+                "INVALID_REQUEST",
+                "Cursor is not valid for this result set; restart pagination without a cursor",
+            )
+        start = ids.index(cursor) + 1
+    return ordered[start : start + limit], len(ordered) > start + limit
+
+
+def _sort_value(row: Json, field: str) -> tuple[bool, Any]:
+    """A row's sort value, absent ones last (in ascending order)."""
+    if field == "utilization":
+        allocated = row["allocated"]["amount"]
+        return False, row["spent"]["amount"] / allocated if allocated else 0.0
+    if field == "debt":
+        return False, row["debt"]["amount"]
+    value = row.get(field)
+    return value is None, value if value is not None else ""
 
 
 def _insert(conn: sqlite3.Connection, spec: BudgetSpec, now: int) -> Budget:

@@ -352,6 +352,7 @@ def funding(query: Mapping[str, str], body: Body) -> Funding:
         value.amount,
         spent.amount if spent else None,
         string(body, "idempotency_key", 256, where="funding"),
-        string(body, "reason", 512, where="funding"),
+        # The reference bounds only its length (@Size(max = 512)): "" is a reason too.
+        string(body, "reason", 512, where="funding", min_len=0),
         metadata,
     )

@@ -141,15 +141,21 @@ def check_keys(
 
 
 def string(
-    body: Mapping[str, Any], key: str, max_len: int, *, where: str, required: bool = False
+    body: Mapping[str, Any],
+    key: str,
+    max_len: int,
+    *,
+    where: str,
+    required: bool = False,
+    min_len: int = 1,
 ) -> str | None:
     value = body.get(key)
     if value is None:
         if required:
             raise invalid(f"{where}.{key} is required")
         return None
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise invalid(f"{where}.{key} must be a string of 1..{max_len} characters")
+    if not isinstance(value, str) or not min_len <= len(value) <= max_len:
+        raise invalid(f"{where}.{key} must be a string of {min_len}..{max_len} characters")
     return value
 
 

@@ -23,6 +23,7 @@ import httpx
 from .destinations import Destinations, Target, UnsafeUrl
 from .signatures import ALERT_ID_HEADER, ALERT_SIGNATURE_HEADER, ALERT_TYPE_HEADER, sign
 from .store import AlertStore, Forward
+from .tenant_secrets import TenantSecrets
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,11 @@ class Forwarder:
         store: AlertStore,
         destinations: Destinations | None = None,
         base_delay_s: float = 1.0,
+        secrets: TenantSecrets | None = None,
     ) -> None:
         self.store = store
         self.destinations = destinations or Destinations()
+        self.secrets = secrets or TenantSecrets(None)
         self.base_delay_s = base_delay_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -91,11 +94,22 @@ class Forwarder:
         if webhook is None:
             self.store.done(forward.id)
             return False
-        try:
-            status = post(self.destinations.check(webhook.url), webhook.secret, forward)
-        except UnsafeUrl as exc:
-            log.error("alert %s for tenant %s refused: %s", forward.alert_id, forward.tenant, exc)
-            status = 0
+        secret = self.secrets.signing_secret(forward.tenant, webhook.secret)
+        status = 0
+        if secret is None:
+            # Kept for its retries: restoring the key the secret came from delivers it.
+            log.error(
+                "alert %s for tenant %s not signed: its secret was derived from another "
+                "BUDGET_ALERT_SIGNING_KEY (the tenant PUTs its URL again for a new one)",
+                forward.alert_id, forward.tenant,
+            )  # fmt: skip
+        else:
+            try:
+                status = post(self.destinations.check(webhook.url), secret, forward)
+            except UnsafeUrl as exc:
+                log.error(
+                    "alert %s for tenant %s refused: %s", forward.alert_id, forward.tenant, exc
+                )
         if 200 <= status < 300:
             self.store.done(forward.id)
             log.info("alert %s forwarded to tenant %s", forward.alert_id, forward.tenant)

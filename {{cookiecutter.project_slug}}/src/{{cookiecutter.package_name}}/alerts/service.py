@@ -40,6 +40,7 @@ from .destinations import Destinations
 from .events import EXHAUSTED, THRESHOLD_CROSSED, CyclesEvent, alert_payload, parse_event
 from .forwarder import Forwarder
 from .store import Accepted, AlertStore
+from .tenant_secrets import TenantSecrets
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,11 @@ def _now() -> datetime:
 def init_app(app: Flask, period_of: PeriodOf = utc_day) -> Alerts:
     settings = app_settings(app)
     store = AlertStore(settings.cycles_journal_dir)
-    forwarder = Forwarder(store, Destinations(settings.budget_webhook_allow_networks))
+    forwarder = Forwarder(
+        store,
+        Destinations(settings.budget_webhook_allow_networks),
+        secrets=TenantSecrets(settings.budget_alert_signing_key),
+    )
     alerts = Alerts(settings, store, forwarder, period_of)
     app.extensions[EXTENSION] = alerts
     if settings.budget_alerts_resume:

@@ -7,10 +7,11 @@ tenants, and under workspace isolation one Cycles tenant holds every app tenant;
 tenants, their URLs and secrets are the app's. Accepting an event records its id and queues
 its forward in one transaction, so a crash loses neither and a redelivery forwards nothing.
 
-Tenants' signing secrets are stored as they are (the app must have them to sign), protected
-only by the file's mode (0600) and the host: anyone who can read the file can sign alerts as
-the app. Keep the journal directory private, out of backups others read; a tenant who fears
-its secret leaked PUTs its URL again for a new one.
+With ``BUDGET_ALERT_SIGNING_KEY`` set, the ``secret`` column holds no secret, only what
+derives one with the key (``tenant_secrets.py``). Without it, tenants' signing secrets are
+stored as they are (the app must have them to sign), protected only by the file's mode
+(0600) and the host: anyone who can read the file can sign alerts as the app. A tenant who
+fears its secret leaked PUTs its URL again for a new one.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Accepted(IntEnum):
 class TenantWebhook:
     tenant: str
     url: str
-    secret: str
+    secret: str  # as stored: the secret, or what derives it (tenant_secrets.py)
 
 
 @dataclass(frozen=True)

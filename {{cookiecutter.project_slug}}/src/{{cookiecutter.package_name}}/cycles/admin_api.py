@@ -207,17 +207,49 @@ def fund_budget(admin: Endpoint, tenant_id: str, scope: str, microcents: int, re
 
 
 def find_budget(admin: Endpoint, tenant_id: str, scope: str) -> Json | None:
-    """The admin API's BudgetLedger of the budget at exactly ``scope``, or None."""
-    _, payload = admin.call(
-        "GET",
-        "/v1/admin/budgets",
-        params={"tenant_id": tenant_id, "scope_prefix": scope, "unit": UNIT},
-    )
-    ledgers = payload.get("ledgers")
-    for ledger in ledgers if isinstance(ledgers, list) else []:
-        if isinstance(ledger, dict) and ledger.get("scope") == scope:
+    """The admin API's BudgetLedger of the budget at exactly ``scope``, or None (every page:
+    the scopes below it, its end users' say, may fill the first)."""
+    for ledger in list_budgets(admin, tenant_id, scope):
+        if ledger.get("scope") == scope:
             return ledger
     return None
+
+
+# GET /v1/admin/budgets answers at most 100 ledgers a page (the reference's cap). Sorted by
+# scope, which spending never changes: by its default (utilization) calls made while the
+# pages are read would move budgets across pages, so some would be missed or seen twice.
+LIST_PAGE = 100
+
+
+def list_budgets(admin: Endpoint, tenant_id: str, scope_prefix: str) -> list[Json]:
+    """Every BudgetLedger of ``tenant_id`` whose scope starts with ``scope_prefix`` (a string
+    prefix: ``tenant:a`` matches ``tenant:ab`` too), following the pages to the end."""
+    params = {
+        "tenant_id": tenant_id,
+        "scope_prefix": scope_prefix,
+        "unit": UNIT,
+        "sort_by": "scope",
+        "sort_dir": "asc",
+        "limit": str(LIST_PAGE),
+    }
+    found: list[Json] = []
+    seen: set[str] = set()
+    while True:
+        _, payload = admin.call("GET", "/v1/admin/budgets", params=params)
+        ledgers = payload.get("ledgers")
+        found += (
+            [row for row in ledgers if isinstance(row, dict)] if isinstance(ledgers, list) else []
+        )
+        cursor = payload.get("next_cursor")
+        if payload.get("has_more") is not True:
+            return found
+        # A server that says "more" without a new place to resume would loop forever.
+        if not isinstance(cursor, str) or not cursor or cursor in seen:
+            raise click.ClickException(
+                f"GET {admin.url}/v1/admin/budgets: has_more without a new next_cursor"
+            )
+        seen.add(cursor)
+        params["cursor"] = cursor
 
 
 def ledger_amount(ledger: Json, name: str) -> int:

@@ -24,7 +24,7 @@ from .. import callers
 from ..alerts import service
 from ..alerts.destinations import MAX_URL_CHARS, Destinations, UnsafeUrl
 from ..alerts.service import PeriodOf, app_alerts, utc_day
-from ..alerts.signatures import CYCLES_SIGNATURE_HEADER, new_secret, verify
+from ..alerts.signatures import CYCLES_SIGNATURE_HEADER, verify
 from ..budget import signals
 from ..budget.holds import Hold, Settlement
 from ..budget.periods import period_bounds
@@ -134,8 +134,9 @@ def put_webhook() -> Response:
     if not isinstance(url, str):
         raise ApiError(400, "invalid_request", 'Send {"url": "https://..."}.')
     tenant = callers.current_tenant()
-    secret = new_secret()
-    app_alerts().store.set_webhook(tenant, checked_url(url), secret)
+    alerts = app_alerts()
+    secret, kept = alerts.forwarder.secrets.issue(tenant)  # kept: no secret with a key set
+    alerts.store.set_webhook(tenant, checked_url(url), kept)
     return jsonify(WebhookResponse(url=url, secret=secret).model_dump(exclude_none=True))
 
 

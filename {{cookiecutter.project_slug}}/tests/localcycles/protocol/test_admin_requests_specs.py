@@ -85,3 +85,19 @@ def test_a_funding_keeps_its_reason_and_metadata_and_refuses_metadata_not_an_obj
     assert (spec.reason, spec.metadata) == ("top-up", {"ticket": "OPS-1"})
     with pytest.raises(LedgerError, match=r"funding\.metadata must be a JSON object"):
         admin_requests.funding(query, {**body, "metadata": ["OPS-1"]})
+
+
+def test_a_funding_reason_is_bounded_only_by_its_length_as_the_reference_bounds_it() -> None:
+    """cycles-server-admin's BudgetFundingRequest: ``@Size(max = 512)`` on ``reason`` (an
+    empty one is accepted), ``@Size(min = 1, max = 256)`` on ``idempotency_key``."""
+    query = {"scope": "tenant:acme", "unit": "USD_MICROCENTS"}
+    body: dict[str, object] = {
+        "operation": "CREDIT",
+        "amount": {"unit": "USD_MICROCENTS", "amount": 5},
+    }
+    assert admin_requests.funding(query, {**body, "reason": ""}).reason == ""
+    assert admin_requests.funding(query, {**body, "reason": "r" * 512}).reason == "r" * 512
+    with pytest.raises(LedgerError, match=r"funding\.reason must be a string of 0\.\.512"):
+        admin_requests.funding(query, {**body, "reason": "r" * 513})
+    with pytest.raises(LedgerError, match=r"funding\.idempotency_key must be a string of 1\."):
+        admin_requests.funding(query, {**body, "idempotency_key": ""})

@@ -11,20 +11,23 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from flask import Flask
 
-from conftest import TENANTS, UNIT, Provisioner, budget_scope, cycles_key
+from conftest import TENANTS, UNIT, Provisioner, auth_headers, budget_scope, cycles_key
+from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.budget.plans import planned_budgets
-from {{ cookiecutter.package_name }}.budget.rollover import roll_over, rollover_key
+from {{ cookiecutter.package_name }}.budget.rollover import end_user_of, roll_over, rollover_key
 from {{ cookiecutter.package_name }}.budget.rollover_state import RolloverState
 from {{ cookiecutter.package_name }}.config import app_settings
 from {{ cookiecutter.package_name }}.cycles.admin_api import Endpoint
 from {{ cookiecutter.package_name }}.cycles.clients import cycles_clients
 from {{ cookiecutter.package_name }}.cycles.key_expiry import CLOCK
 from localcycles import LocalCyclesServer
+from support.cycles_stub import CyclesStub, Responder, StubReply, StubRequest, forward_to
 from support.localcycles_kit import assert_ledger_invariants, reservation_body
 from support.tenancy_kit import cycles_tenant_of
 
@@ -72,10 +75,15 @@ class Rollovers:
         self.state = RolloverState(state_path, server.base_url)
 
     def __call__(self) -> dict[str, str]:
+        """Each tenant's own budget's outcome (end users: :meth:`everyone`)."""
+        return {who: outcome for who, outcome in self.everyone().items() if "/" not in who}
+
+    def everyone(self) -> dict[str, str]:
+        """Every line's outcome: ``acme``, ``acme/*`` (all its end users), ``acme/bob``."""
         budgets = planned_budgets(app_settings(self.app))
         now = self.app.extensions[CLOCK]()
         return {
-            done.budget.tenant: done.outcome
+            "/".join(filter(None, (done.budget.tenant, done.end_user))): done.outcome
             for done in roll_over(self.admin, budgets, self.state, now)
         }
 
@@ -288,3 +296,239 @@ def test_a_budget_the_server_refuses_is_reported_and_the_others_roll_over(
     assert budget(server, "globex")["spent"] == 0
     # Not recorded: the next run tries acme again (and leaves globex alone).
     assert rollover() == {"acme": "failed", "globex": "current"}
+
+
+# --- end users' budgets ---------------------------------------------------------------
+
+PROMPT = "Name three rivers of Europe."
+MAX_TOKENS = 20
+APRIL = datetime(2027, 4, 1, tzinfo=UTC)
+
+
+def estimate() -> int:
+    """One call's hold, whatever the bake's prices: an end user's allowance in these tests."""
+    return pricing.estimate(PROMPT, max_tokens=MAX_TOKENS)
+
+
+def usd(microcents: int) -> str:
+    return f"{microcents / 100_000_000:.8f}"
+
+
+@pytest.fixture
+def per_user(
+    planned: Callable[..., tuple[Flask, Rollovers]], server: LocalCyclesServer
+) -> tuple[Flask, Rollovers]:
+    """acme on a monthly plan: room for two calls, each end user for one (a month)."""
+    return planned(
+        BUDGET_PLANS=f"monthly={usd(2 * estimate())}/month/user={usd(estimate())}",
+        TENANT_PLANS="acme=monthly",
+        END_USER_BUDGET_USD="0.01",
+        CYCLES_ADMIN_URL=server.base_url,
+        CYCLES_ADMIN_API_KEY=ADMIN_KEY,
+        CYCLES_DENY_CACHE_MS="0",  # a denial is asked again at once, not answered from memory
+    )
+
+
+def chat(app: Flask, user: str, tenant: str = "acme") -> tuple[int, dict[str, Any]]:
+    """A /chat call of ``tenant``'s end user ``user``, through the guard."""
+    body = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "user": user}
+    response = app.test_client().post("/chat", json=body, headers=auth_headers(tenant))
+    return response.status_code, response.get_json()
+
+
+def user_scope(user: str, tenant: str = "acme") -> str:
+    return f"{budget_scope(tenant)}/app:test-app/agent:{user}"
+
+
+def served(app: Flask, user: str) -> int:
+    status, body = chat(app, user)
+    assert status == 200, body
+    cost: int = body["cost_usd_microcents"]
+    return cost
+
+
+def test_an_end_user_out_of_allowance_is_served_again_the_next_month(
+    per_user: tuple[Flask, Rollovers], server: LocalCyclesServer, clocks: Clocks
+) -> None:
+    app, rollover = per_user
+    assert rollover.everyone() == {"acme": "tracked", "acme/*": "tracked"}
+    march = served(app, "bob")
+    status, body = chat(app, "bob")
+    assert status == 402, body  # bob's month is spent; acme's budget still has room
+    assert budget(server)["remaining"] >= estimate()
+
+    clocks.moment = APRIL
+    assert rollover.everyone() == {"acme": "reset", "acme/bob": "reset"}
+    bob = server.ledger.budget(user_scope("bob"), UNIT)
+    assert bob is not None
+    assert (bob["spent"], bob["allocated"], bob["remaining"]) == (0, estimate(), estimate())
+    assert march > 0 and budget(server)["spent"] == 0
+    # Every later run of the month: no reset, no call.
+    for minutes in (1, 60 * 24 * 29):
+        clocks.moment = APRIL + timedelta(minutes=minutes)
+        assert rollover.everyone() == {"acme": "current", "acme/*": "current"}
+    assert rollover_keys(server) == sorted(
+        [rollover_key(budget_scope("acme"), APRIL), rollover_key(user_scope("bob"), APRIL)]
+    )
+
+    april = served(app, "bob")  # served again
+    carol = served(app, "carol")
+    # dave has his whole allowance, acme less than one call: the tenant's cap holds.
+    status, body = chat(app, "dave")
+    assert status == 402, body
+    assert budget(server)["spent"] == april + carol
+    for user, spent in (("bob", april), ("carol", carol), ("dave", 0)):
+        row = server.ledger.budget(user_scope(user), UNIT)
+        assert row is not None and (row["spent"], row["reserved"]) == (spent, 0), user
+    assert_ledger_invariants(server.ledger)
+
+
+def test_an_end_users_missed_periods_roll_over_once(
+    per_user: tuple[Flask, Rollovers], server: LocalCyclesServer, clocks: Clocks
+) -> None:
+    app, rollover = per_user
+    rollover()
+    served(app, "bob")
+    clocks.moment = datetime(2027, 7, 15, 8, tzinfo=UTC)  # down for four month boundaries
+    assert rollover.everyone() == {"acme": "reset", "acme/bob": "reset"}
+    july = datetime(2027, 7, 1, tzinfo=UTC)
+    assert rollover_keys(server) == sorted(
+        rollover_key(scope, july) for scope in (budget_scope("acme"), user_scope("bob"))
+    )
+    cost = served(app, "bob")
+    assert rollover.everyone() == {"acme": "current", "acme/*": "current"}
+    bob = server.ledger.budget(user_scope("bob"), UNIT)
+    assert bob is not None and bob["spent"] == cost
+    assert_ledger_invariants(server.ledger)
+
+
+def test_an_end_user_made_since_the_last_listing_resets_if_it_lived_before_the_boundary(
+    per_user: tuple[Flask, Rollovers],
+    server: LocalCyclesServer,
+    clocks: Clocks,
+    tmp_path: Path,
+) -> None:
+    app, rollover = per_user
+    rollover()  # the end users as a whole are tracked; none is listed yet
+    served(app, "bob")  # made in March
+    clocks.moment = APRIL + timedelta(seconds=30)
+    carol = served(app, "carol")  # made in April, before the run that catches up
+    assert rollover.everyone() == {"acme": "reset", "acme/bob": "reset", "acme/carol": "tracked"}
+    row = server.ledger.budget(user_scope("carol"), UNIT)
+    assert row is not None and row["spent"] == carol  # April's spend is April's
+
+    # The record lost: everything is tracked afresh, nothing reset (spend is never
+    # forgiven twice in a month), and the next boundary resets everyone once.
+    (tmp_path / "rollover.json").unlink()
+    clocks.moment = APRIL + timedelta(days=3)
+    bob = served(app, "bob")
+    assert rollover.everyone() == {"acme": "tracked", "acme/*": "tracked"}
+    row = server.ledger.budget(user_scope("bob"), UNIT)
+    assert row is not None and row["spent"] == bob
+    clocks.moment = datetime(2027, 5, 1, tzinfo=UTC)
+    assert rollover.everyone() == {"acme": "reset", "acme/bob": "reset", "acme/carol": "reset"}
+    assert len(rollover_keys(server)) == 2 + 3
+    assert_ledger_invariants(server.ledger)
+
+
+def test_end_users_not_listed_are_tried_again_and_frozen_ones_left_alone(
+    per_user: tuple[Flask, Rollovers], server: LocalCyclesServer, clocks: Clocks
+) -> None:
+    app, rollover = per_user
+    rollover()
+    served(app, "bob")
+    served(app, "carol")
+    server.ledger.set_budget_status(user_scope("carol"), "FROZEN")
+    clocks.moment = APRIL
+    refused = Endpoint(server.base_url, {"X-Admin-API-Key": "not-the-admin-key"})
+    done = list(roll_over(refused, planned_budgets(app_settings(app)), rollover.state, APRIL))
+    assert [(d.end_user, d.outcome) for d in done] == [("", "failed"), ("*", "failed")]
+    line = done[1].describe()
+    assert line.startswith(
+        f"acme's end users ({budget_scope('acme')}/agent:*, plan monthly): not rolled over "
+        "to the month from 2027-04-01T00:00:00Z (tried again on the next run): "
+    )
+    # The next run lists them; a frozen budget is left alone and stops no one else's.
+    assert rollover.everyone() == {"acme": "reset", "acme/bob": "reset", "acme/carol": "inactive"}
+    assert rollover.everyone() == {"acme": "current", "acme/*": "current"}
+    frozen = server.ledger.budget(user_scope("carol"), UNIT)
+    assert frozen is not None and frozen["spent"] > 0
+
+
+def test_an_end_user_whose_reset_fails_is_tried_again_and_no_other_twice(
+    per_user: tuple[Flask, Rollovers],
+    server: LocalCyclesServer,
+    clocks: Clocks,
+    cycles_stub: Callable[[Responder], CyclesStub],
+) -> None:
+    app, rollover = per_user
+    rollover()
+    served(app, "bob")
+    served(app, "carol")
+    forward = forward_to(server.base_url)
+
+    def bobs_fund_fails(request: StubRequest) -> StubReply:
+        query = parse_qs(urlsplit(request.path).query)
+        if query.get("scope") == [user_scope("bob")]:
+            return StubReply(503, {"error": "INTERNAL_ERROR", "message": "down a moment"})
+        return forward(request)
+
+    flaky = cycles_stub(bobs_fund_fails)
+    clocks.moment = APRIL
+    admin = Endpoint(flaky.base_url, {"X-Admin-API-Key": ADMIN_KEY})
+    done = roll_over(admin, planned_budgets(app_settings(app)), rollover.state, APRIL)
+    assert [(d.end_user, d.outcome) for d in done] == [
+        ("", "reset"),
+        ("bob", "failed"),
+        ("carol", "reset"),
+    ]
+    # The next run lists again: bob is reset, carol (recorded) is not touched again.
+    assert rollover.everyone() == {"acme": "current", "acme/bob": "reset", "acme/carol": "current"}
+    assert rollover.everyone() == {"acme": "current", "acme/*": "current"}
+    assert rollover_keys(server) == sorted(
+        rollover_key(scope, APRIL)
+        for scope in (budget_scope("acme"), user_scope("bob"), user_scope("carol"))
+    )
+    for user in ("bob", "carol"):
+        row = server.ledger.budget(user_scope(user), UNIT)
+        assert row is not None and row["spent"] == 0, user
+
+
+def test_every_end_user_rolls_over_however_many_pages_they_fill(
+    per_user: tuple[Flask, Rollovers], server: LocalCyclesServer, clocks: Clocks
+) -> None:
+    app, rollover = per_user
+    rollover()
+    users = [f"user-{n:03d}" for n in range(130)]  # more than one page (100) and one batch
+    for user in users:
+        server.ledger.set_budget(user_scope(user), UNIT, allocated=estimate())
+    cost = served(app, "user-129")  # on the second page
+    row = server.ledger.budget(user_scope("user-129"), UNIT)
+    assert row is not None and row["spent"] == cost
+    clocks.moment = APRIL
+    done = rollover.everyone()
+    assert done == {"acme": "reset", **{f"acme/{user}": "reset" for user in users}}
+    assert sorted(rollover_keys(server)) == sorted(
+        [rollover_key(budget_scope("acme"), APRIL)]
+        + [rollover_key(user_scope(user), APRIL) for user in users]
+    )
+    row = server.ledger.budget(user_scope("user-129"), UNIT)
+    assert row is not None and row["spent"] == 0
+    assert rollover.everyone() == {"acme": "current", "acme/*": "current"}
+    assert_ledger_invariants(server.ledger)
+
+
+@pytest.mark.parametrize(
+    ("scope", "user"),
+    [
+        ("tenant:acme/app:test-app/agent:bob", "bob"),
+        ("tenant:acme/app:test-app/workflow:m/agent:bob", "bob"),  # one per model
+        ("tenant:acme", ""),  # the tenant's own
+        ("tenant:acme/app:test-app/workflow:m", ""),  # a model's
+        ("tenant:acme2/app:test-app/agent:bob", ""),  # another tenant's, sharing the prefix
+    ],
+)
+def test_an_end_users_budget_is_the_deepest_agent_level_below_its_tenants(
+    scope: str, user: str
+) -> None:
+    assert end_user_of({"scope": scope}, "tenant:acme") == user

@@ -43,3 +43,25 @@ def test_an_unreadable_record_is_an_error_not_a_guess(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(RolloverStateError, match="cannot read the rollover record"):
         RolloverState(path, "local").rolled_to("tenant:acme")
+
+
+def test_many_scopes_are_recorded_and_read_back_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant's end users are recorded a batch per write and read a batch per read."""
+    path = tmp_path / "rollover.json"
+    state = RolloverState(path, "local")
+    state.record("tenant:acme", MARCH)
+    users = [f"tenant:acme/agent:user-{n}" for n in range(3)]
+    writes: list[int] = []
+    real_write = RolloverState._write
+
+    def counted(self: RolloverState, entries: dict[str, object]) -> None:
+        writes.append(len(entries))
+        real_write(self, entries)
+
+    monkeypatch.setattr(RolloverState, "_write", counted)
+    state.record_each(users, APRIL)
+    assert writes == [4]  # one write, the earlier entry kept
+    found = RolloverState(path, "local").rolled_to_each([*users, "tenant:acme", "tenant:x"])
+    assert found == {**dict.fromkeys(users, APRIL), "tenant:acme": MARCH, "tenant:x": None}

@@ -216,6 +216,28 @@ def test_rollover_of_the_embedded_ledger(local_app: Callable[..., Flask]) -> Non
     assert (ledger_of(app).budget(budget_scope("acme")) or {})["spent"] == 0
 
 
+def test_rollover_prints_a_line_for_each_end_user(local_app: Callable[..., Flask]) -> None:
+    app = local_app(BUDGET_PLANS="pro=5/day/user=1", TENANT_PLANS="acme=pro")
+    first = invoke(app, "cycles", "rollover")
+    assert first.exit_code == 0, first.output
+    scope = budget_scope("acme")
+    assert first.output.splitlines()[1:] == [
+        f"acme's end users ({scope}/agent:*, plan pro): tracked from the day from "
+        "2027-03-02T00:00:00Z; first reset at 2027-03-03T00:00:00Z"
+    ]
+    bob = f"{scope}/app:x/agent:bob"
+    ledger_of(app).set_budget(bob, UNIT, allocated=100_000_000)
+    ledger_of(app).fund(bob, UNIT, "RESET_SPENT", 100_000_000, spent=777)
+    app.extensions[CLOCK] = lambda: datetime(2027, 3, 3, tzinfo=UTC)
+    result = invoke(app, "cycles", "rollover")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        f"acme end user bob ({bob}, plan pro): spent reset for the day from "
+        "2027-03-03T00:00:00Z; next at 2027-03-04T00:00:00Z"
+    ]
+    assert (ledger_of(app).budget(bob) or {})["spent"] == 0
+
+
 def test_rollover_without_plans_says_there_is_nothing_to_do(
     local_app: Callable[..., Flask],
 ) -> None:

@@ -26,16 +26,18 @@ from conftest import (
     ADMIN_KEY,
     TENANTS,
     CyclesStub,
+    Provisioner,
     StubRequest,
     answering,
     budget_scope,
     cycles_error,
+    cycles_key,
     cycles_tenant_of,
     forward_to,
 )
 from {{ cookiecutter.package_name }}.commands.keys_file import read_keys_file
 from {{ cookiecutter.package_name }}.config import TENANT_ID_RE
-from {{ cookiecutter.package_name }}.cycles.admin_api import RUNTIME_KEY_PERMISSIONS
+from {{ cookiecutter.package_name }}.cycles.admin_api import RUNTIME_KEY_PERMISSIONS, key_works
 from {{ cookiecutter.package_name }}.cycles.key_expiry import CLOCK
 from localcycles import LocalCyclesServer
 
@@ -207,6 +209,10 @@ LIST_PARAMETERS = {
     "tenant_id", "scope_prefix", "unit", "status", "over_limit", "has_debt", "utilization_min",
     "utilization_max", "search", "cursor", "limit", "sort_by", "sort_dir",
 }  # fmt: skip
+# BudgetController's ALLOWED_SORT_FIELDS (anything else is 400); it clamps limit to [1, 100].
+LIST_SORT_FIELDS = {
+    "tenant_id", "scope", "unit", "status", "commit_overage_policy", "utilization", "debt"
+}  # fmt: skip
 
 
 def list_problems(body: dict[str, Any], query: dict[str, str]) -> list[str]:
@@ -215,6 +221,12 @@ def list_problems(body: dict[str, Any], query: dict[str, str]) -> list[str]:
         problems.append("tenant_id: without it the admin key lists every tenant's budgets")
     if "unit" in query and query["unit"] not in UNITS:
         problems.append("unit query parameter must be one of the UnitEnum")
+    if "sort_by" in query and query["sort_by"] not in LIST_SORT_FIELDS:
+        problems.append(f"Invalid sort_by '{query['sort_by']}'")
+    if "sort_dir" in query and query["sort_dir"].lower() not in ("asc", "desc"):
+        problems.append(f"Invalid sort_dir '{query['sort_dir']}'")
+    if "limit" in query and not re.fullmatch(r"-?[0-9]{1,9}", query["limit"]):
+        problems.append("limit must be an int")  # Spring's binding of @RequestParam int
     return problems
 
 
@@ -299,7 +311,7 @@ def test_every_request_of_plans_rollovers_and_budget_controls_meets_the_referenc
         cycles_server.base_url,
         CYCLES_ADMIN_URL=recorder.base_url,
         CYCLES_ADMIN_API_KEY=ADMIN_KEY,
-        BUDGET_PLANS="pro=5/day",
+        BUDGET_PLANS="pro=5/day/user=1",
         DEFAULT_PLAN="pro",
         BUDGET_ROLLOVER_STATE=str(tmp_path / "rollover.json"),
     )
@@ -307,6 +319,8 @@ def test_every_request_of_plans_rollovers_and_budget_controls_meets_the_referenc
     app.extensions[CLOCK] = lambda: moment[0]
     keys_file = str(tmp_path / "cycles.env")
     invoke(app, "cycles", "provision", "--keys-file", keys_file)  # creates at the plan's
+    bob = f"{budget_scope('acme')}/agent:bob"  # an end user's budget: listed, rolled over
+    cycles_server.ledger.set_budget(bob, "USD_MICROCENTS", allocated=100_000_000)
     invoke(app, "cycles", "set-budget", "acme", "1")
     invoke(app, "cycles", "provision", "--keys-file", keys_file)  # resizes back
     invoke(app, "cycles", "reset", "acme")
@@ -320,8 +334,10 @@ def test_every_request_of_plans_rollovers_and_budget_controls_meets_the_referenc
     assert {body["operation"] for body in funds} == {"RESET", "RESET_SPENT"}
     rollovers = [body["idempotency_key"] for body in funds if "idempotency_key" in body]
     assert sorted(rollovers) == sorted(
-        f"rollover:{budget_scope(t)}:2027-03-03T00:00:00Z" for t in TENANTS
+        f"rollover:{scope}:2027-03-03T00:00:00Z"
+        for scope in [bob, *(budget_scope(t) for t in TENANTS)]
     )
+    assert "GET" in {request.method for request in recorder.requests}
 
 
 def test_a_fund_reason_longer_than_the_admin_api_takes_is_a_usage_error(
@@ -357,6 +373,21 @@ def test_a_tenant_made_elsewhere_under_another_name_is_still_provisioned(
     assert f"budget {budget_scope('acme')}: created" in output
 
 
+def test_a_key_cycles_refuses_with_401_or_403_is_a_key_that_does_not_work(
+    cycles_server: LocalCyclesServer, provisioner: Provisioner
+) -> None:
+    """The reference runtime server answers 401 for a key it does not know and 403
+    FORBIDDEN for another tenant's valid key (its tenant check of every request): either way
+    provisioning must make a new key, not stop on an error."""
+    owner = cycles_tenant_of("acme")
+    cycles_server.ledger.create_tenant("elsewhere")
+    elsewhere_key = cycles_server.ledger.create_api_key("elsewhere", "test-cycles-key-elsewhere")
+    url = cycles_server.base_url
+    assert key_works(url, cycles_key(owner), owner)
+    assert not key_works(url, elsewhere_key, owner)  # 403
+    assert not key_works(url, "test-cycles-key-nobody", owner)  # 401
+
+
 def test_the_runtime_key_asks_only_for_permissions_the_reference_knows() -> None:
     assert set(RUNTIME_KEY_PERMISSIONS) <= PERMISSIONS
     assert RUNTIME_KEY_PERMISSIONS == DEFAULT_KEY_PERMISSIONS
@@ -384,6 +415,11 @@ def test_the_rules_here_catch_what_the_reference_refuses() -> None:
     assert fund_problems(fund, query) == []
     assert fund_problems({**fund, "operation": "TOP_UP"}, query)
     assert fund_problems(fund, {**query, "tenant_id": ""})
+    listing = {"tenant_id": "acme", "scope_prefix": "tenant:acme", "sort_by": "scope"}
+    assert list_problems({}, {**listing, "sort_dir": "asc", "limit": "100"}) == []
+    assert list_problems({}, {**listing, "sort_by": "spent"})
+    assert list_problems({}, {**listing, "sort_dir": "up"})
+    assert list_problems({}, {**listing, "limit": "all"})
 
 
 @given(st.from_regex(TENANT_ID_RE, fullmatch=True))

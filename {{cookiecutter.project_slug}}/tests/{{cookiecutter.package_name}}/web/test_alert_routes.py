@@ -17,6 +17,7 @@ from {{ cookiecutter.package_name }}.alerts.service import app_alerts
 from {{ cookiecutter.package_name }}.alerts.signatures import sign
 from localcycles import LocalCyclesServer
 from support.tenancy_kit import budget_scope, cycles_tenant_of
+from support.webhook_receiver import webhook_receiver
 
 SECRET = "cycles-webhook-secret-for-tests"
 
@@ -165,3 +166,25 @@ def test_an_alert_period_is_the_tenant_plan_period_else_the_utc_day(
     when = datetime(2026, 12, 2, 23, 59, tzinfo=UTC)
     assert period_of("acme", when) == "month:2026-12-01T00:00:00+00:00"
     assert period_of("globex", when) == "day:2026-12-02"
+
+
+def test_with_a_signing_key_the_alerts_file_holds_no_secret_and_alerts_verify(
+    cycles_server: LocalCyclesServer, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(
+        cycles_server.base_url, CYCLES_WEBHOOK_SECRET=SECRET, BUDGET_ALERT_SIGNING_KEY="k" * 43
+    )
+    client = app.test_client()
+    with webhook_receiver() as tenant_url:
+        put = client.put(
+            "/budget/webhook", json={"url": tenant_url.url}, headers=auth_headers("acme")
+        )
+        secret = put.get_json()["secret"]
+        assert deliver(client, event()).status_code == 200
+        (got,) = tenant_url.wait_for(1)
+        app_alerts(app).forwarder.stop()
+    assert got.headers["x-budget-alert-signature"] == sign(secret, got.body)
+    store = app_alerts(app).store.path
+    on_disk = b"".join(p.read_bytes() for p in store.parent.glob(store.name + "*"))
+    assert secret.encode() not in on_disk
+    assert secret.split("_", 1)[1].encode() not in on_disk
