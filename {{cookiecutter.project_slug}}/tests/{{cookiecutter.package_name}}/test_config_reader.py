@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner
+from flask.cli import FlaskGroup
+
+from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.config import LOCAL_CYCLES
 from {{ cookiecutter.package_name }}.config_callers import NAME as CALLERS_SETTING
 from {{ cookiecutter.package_name }}.config_reader import read_observability, read_settings
@@ -67,3 +71,26 @@ def test_the_topup_message_is_one_printable_line_or_the_default() -> None:
     for bad in ("two\nlines", "x" * 501):
         (found,) = problems(BUDGET_TOPUP_MESSAGE=bad)
         assert found.startswith("BUDGET_TOPUP_MESSAGE must be one line")
+
+
+def test_the_topup_message_may_fill_its_500_characters_but_not_pass_them() -> None:
+    # The README promises callers' 402s may carry up to 500 characters of it.
+    at_limit = "x" * 500
+    assert load(BUDGET_TOPUP_MESSAGE=at_limit).budget_topup_message == at_limit
+    over = "y" * 501
+    (found,) = problems(BUDGET_TOPUP_MESSAGE=over)
+    assert found.startswith("BUDGET_TOPUP_MESSAGE must be one line of at most 500 ")
+
+
+def test_an_over_long_topup_message_stops_start_up_with_one_line() -> None:
+    """A pasted page of text is a one-line error at start-up, never quoted back whole."""
+    pasted = "Buy more credit. " * 40  # 680 characters
+    cli = FlaskGroup(
+        create_app=lambda: create_app({"APP_ENV": "testing", "BUDGET_TOPUP_MESSAGE": pasted})
+    )
+    result = CliRunner().invoke(cli, ["routes"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: BUDGET_TOPUP_MESSAGE must be one line")
+    assert "Buy more credit" not in line

@@ -12,6 +12,7 @@ can only be read in a later iteration than the first.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -24,7 +25,7 @@ import pytest
 from runcycles import CyclesClient, CyclesConfig
 
 from localcycles import LocalCyclesServer
-from localcycles.http.front import Limits
+from localcycles.http.front import FrontEnd, Job, Limits
 from support.localcycles_kit import LC_TENANT, LC_UNIT, reservation_body
 
 CAP = 6
@@ -399,3 +400,195 @@ def test_group_commit_keeps_each_write_apart_and_commits_once(
             conn.execute("INSERT INTO meta (key, value) VALUES ('never', '1')")
         raise RuntimeError("the whole group fails")
     assert stored("never") is None
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_a_head_sent_a_byte_at_a_time_is_answered_once_complete(
+    server: LocalCyclesServer, normal: http.client.HTTPConnection, line_end: bytes
+) -> None:
+    # Each byte is read on its own (loop_barrier), so the blank line that ends the head
+    # arrives split across reads; the search for it must look back across the split.
+    head = line_end.join([b"GET /healthz HTTP/1.1", b"Host: local", b"", b""])
+    sock = connect(server)
+    for byte in head[:-1]:
+        sock.sendall(bytes([byte]))
+        loop_barrier(normal)
+    assert nothing_received(sock)  # one byte short of a head: not a request yet
+    sock.settimeout(10)  # a head never recognised fails the test instead of hanging it
+    sock.sendall(head[-1:])
+    status, _, body = Replies(sock).next()
+    assert status == "HTTP/1.1 200 OK" and body == {"status": "UP"}
+    sock.close()
+
+
+def test_after_its_closing_answer_the_server_drains_what_the_client_still_sends(
+    server: LocalCyclesServer, normal: http.client.HTTPConnection
+) -> None:
+    # Closing a socket with unread input makes the kernel answer the client with a reset,
+    # which can destroy the answer before the client reads it; so the server closes only its
+    # sending side and keeps reading (and discarding) until the client is done.
+    sock = connect(server)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n")
+    replies = Replies(sock)
+    status, headers, body = replies.next()
+    assert status == "HTTP/1.1 200 OK" and headers["connection"] == "close"
+    assert body == {"status": "UP"}
+    assert replies.at_eof()  # the server's side is closed
+    loop_barrier(normal)  # the loop is done with that connection's answer
+    for _ in range(3):
+        sock.sendall(b"late bytes")  # a closed socket would answer with a reset
+        loop_barrier(normal)
+    sock.close()
+
+
+# An answer far larger than the socket buffers between server and client: while the client
+# does not read, most of it waits in the server's output buffer.
+HUGE = 32 * 1024 * 1024
+
+
+def answer_head(length: int) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length
+
+
+@pytest.fixture
+def huge_front(timer: FakeTimer) -> Iterator[FrontEnd]:
+    """A front end (no ledger) that answers /huge with HUGE bytes and anything else with a
+    small answer; its deadlines run on ``timer``."""
+
+    def respond(job: Job) -> tuple[bytes, bool]:
+        body = b"x" * (HUGE if job.head.target == "/huge" else 2)
+        return answer_head(len(body)) + body, True
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    front = FrontEnd(listener, respond, Limits(idle_timeout_s=IDLE_S), timer=timer)
+    thread = threading.Thread(target=front.serve_forever, daemon=True)
+    thread.start()
+    yield front
+    front.stop()
+    thread.join(timeout=10)
+    listener.close()
+
+
+def test_a_client_reading_a_large_answer_slowly_keeps_it_one_that_stopped_loses_it(
+    huge_front: FrontEnd, timer: FakeTimer
+) -> None:
+    address = huge_front._listener.getsockname()
+
+    def barrier() -> None:
+        # Two round trips: the loop has handled what was sent before. On a new connection
+        # each time, which no idle timeout can have closed meanwhile.
+        other = http.client.HTTPConnection(*address, timeout=10)
+        for _ in range(2):
+            other.request("GET", "/small")
+            assert other.getresponse().read() == b"xx"
+        other.close()
+
+    def ask_huge() -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+        sock.settimeout(10)
+        sock.connect(address)
+        sock.sendall(b"GET /huge HTTP/1.1\r\nHost: local\r\n\r\n")
+        barrier()  # answered: what did not fit the socket buffers waits to be sent
+        return sock
+
+    whole = len(answer_head(HUGE)) + HUGE
+
+    def read_all(sock: socket.socket) -> int:
+        received = 0
+        while received < whole and (chunk := sock.recv(1 << 20)):
+            received += len(chunk)
+        return received
+
+    # A slow reader: the deadline sweeps run meanwhile, but within the idle timeout of
+    # its last progress the answer is kept for it and arrives whole.
+    slow = ask_huge()
+    timer.advance(IDLE_S - 1)
+    barrier()
+    assert read_all(slow) == whole
+    slow.close()
+
+    # A client that stopped reading: past the idle timeout the server drops the answer
+    # and closes the connection, so it holds neither a slot nor the buffered bytes (a
+    # connection left open would make the read below time out).
+    stalled = ask_huge()
+    for _ in range(3):  # (the kernel may still take a few bytes just as the timer moves)
+        timer.advance(IDLE_S + 1)
+        barrier()
+    assert read_all(stalled) < whole  # what was in flight, then the end of the stream
+    stalled.close()
+
+
+class Group:
+    """A group commit that records which requests each block answered; ``fail`` makes the
+    block's commit raise, as a failed shared COMMIT does."""
+
+    def __init__(self) -> None:
+        self.blocks: list[list[str]] = []
+        self.alone: list[str] = []  # requests answered outside any block
+        self.open = False
+        self.fail = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.blocks.append([])
+        self.open = True
+        try:
+            yield
+        finally:
+            self.open = False
+        if self.fail:
+            raise RuntimeError("the shared commit failed")
+
+    def answering(self, target: str) -> None:
+        (self.blocks[-1] if self.open else self.alone).append(target)
+
+
+def test_requests_ready_together_share_one_commit_and_all_fail_with_it(timer: FakeTimer) -> None:
+    entered, gate = threading.Event(), threading.Event()
+    group = Group()
+
+    def respond(job: Job) -> tuple[bytes, bool]:
+        group.answering(job.head.target)
+        if job.head.target == "/gate":
+            entered.set()
+            assert gate.wait(10)  # holds the loop while the test queues more requests
+        return answer_head(2) + b"{}", True
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    front = FrontEnd(listener, respond, Limits(), timer=timer, group=group)
+    thread = threading.Thread(target=front.serve_forever, daemon=True)
+    thread.start()
+    address = listener.getsockname()
+    try:
+        for fail in (False, True):
+            group.fail = fail
+            entered.clear()
+            gate.clear()
+            holder = socket.create_connection(address, timeout=10)
+            holder.sendall(b"GET /gate HTTP/1.1\r\nHost: local\r\n\r\n")
+            assert entered.wait(10)  # the loop is answering /gate, alone
+            clients = [socket.create_connection(address, timeout=10) for _ in range(3)]
+            for n, sock in enumerate(clients):
+                sock.sendall(f"GET /c{n} HTTP/1.1\r\nHost: local\r\n\r\n".encode())
+            gate.set()  # the loop's next turns accept and read all three before answering
+            assert Replies(holder).next()[0] == "HTTP/1.1 200 OK"
+            replies = [Replies(sock).next() for sock in clients]
+            if fail:  # none of their writes was kept: none may be told it was
+                for status, headers, body in replies:
+                    assert status == "HTTP/1.1 500 Internal Server Error"
+                    assert headers["connection"] == "close"
+                    assert_error_body(body, "INTERNAL_ERROR")
+            else:
+                assert [status for status, _, _ in replies] == ["HTTP/1.1 200 OK"] * 3
+            # One block, in arrival order; the request that was ready alone had none.
+            assert group.blocks[-1] == ["/c0", "/c1", "/c2"]
+            for sock in [holder, *clients]:
+                sock.close()
+        assert len(group.blocks) == 2
+        assert group.alone == ["/gate", "/gate"]
+    finally:
+        gate.set()
+        front.stop()
+        thread.join(timeout=10)
+        listener.close()

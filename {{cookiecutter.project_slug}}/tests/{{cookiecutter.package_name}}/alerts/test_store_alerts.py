@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,37 @@ def test_claimed_forwards_are_leased_and_retried_later(tmp_path: Path) -> None:
     assert again.attempts == 1
     store.done(again.id)
     assert store.pending() == 0 and store.next_due() is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork")
+def test_a_forked_worker_opens_its_own_connection_and_the_parent_keeps_its(
+    tmp_path: Path,
+) -> None:
+    # gunicorn forks workers from a master that may have used the store already; SQLite
+    # forbids using a connection across fork() (locks and caches are per process).
+    store = AlertStore(tmp_path)
+    store.set_webhook("acme", "https://a.example/hook", "whsec_1")
+    inherited = store._conn
+    store.webhook("acme")
+    assert store._conn is inherited  # one connection per process, not one per call
+
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: never return into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            store.set_webhook("globex", "https://g.example/hook", "whsec_2")
+            os.write(write_end, b"own" if store._conn is not inherited else b"inherited")
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read()
+    _, wait_status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0
+    assert report == b"own"
+    assert store._conn is inherited
+    found = store.webhook("globex")  # the worker's write, through the parent's connection
+    assert found is not None and found.url == "https://g.example/hook"

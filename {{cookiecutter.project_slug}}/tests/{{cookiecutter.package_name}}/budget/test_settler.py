@@ -27,6 +27,7 @@ from conftest import (
 )
 from {{ cookiecutter.package_name }}.budget import pricing
 from {{ cookiecutter.package_name }}.budget.service import budget_service
+from {{ cookiecutter.package_name }}.budget.settler import FIRST_BACKOFF_MS
 from {{ cookiecutter.package_name }}.budget.unsettled import MAX_BACKOFF_MS
 from {{ cookiecutter.package_name }}.llm import Completion
 from {{ cookiecutter.package_name }}.llm.fake import FakeProvider
@@ -71,6 +72,16 @@ class ExactProvider(FakeProvider):
             assert self.gate.wait(PATIENCE_S)
         text = super().complete(prompt=prompt, max_tokens=max_tokens, system=system).text
         return Completion(text, pricing.max_input_tokens(prompt), max_tokens, self.model)
+
+
+class Frozen:
+    """Epoch milliseconds that stand still until the test sets ``ms``."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
 
 
 @pytest.fixture
@@ -219,6 +230,37 @@ def test_the_settler_thread_lands_charges_by_itself(
     assert settler.store.charges() == []
     assert ledger.reservation_statuses("acme") == ["COMMITTED"]
     assert len(proxy.of("POST /v1/reservations/{id}/commit")) == 4  # three refused
+
+
+def test_the_first_retry_is_due_one_backoff_after_the_failure_and_is_made(
+    ledger: Provisioner,
+    proxy: FaultProxy,
+    clock: Clock,
+    new_app: Callable[..., Flask],
+) -> None:
+    app = without_settler_thread(new_app())
+    settler = budget_service(app).settler
+    start = clock()
+    settler.clock = now = Frozen(start)  # the settler's time moves only when told
+    # The first two commits the proxy sees (all of the request's own) are refused: the
+    # charge is kept for a retry.
+    proxy.on("POST /v1/reservations/*/commit", Refuse(), times=2)
+    assert chat(app).status_code == 200
+
+    def commits() -> int:
+        return len(proxy.of("POST /v1/reservations/{id}/commit"))
+
+    assert commits() == 2
+    # Nothing is due yet; the settler thread is told to wake exactly when the retry is.
+    assert settler.run_due() == FIRST_BACKOFF_MS / 1000
+    now.ms = start + FIRST_BACKOFF_MS - 1
+    assert settler.run_due() == 0.001
+    assert commits() == 2 and settler.store.charges() == [("acme", estimate())]
+    now.ms = start + FIRST_BACKOFF_MS  # the first retry is due: it is made, and lands
+    assert settler.run_due() is None  # nothing left to wait for
+    assert commits() == 3
+    assert settler.store.charges() == []
+    assert ledger.reservation_statuses("acme") == ["COMMITTED"]
 
 
 def test_a_charge_is_retried_past_any_count_of_failures(
