@@ -27,6 +27,7 @@ from {{ cookiecutter.package_name }}.cycles.admin_api import Endpoint
 from {{ cookiecutter.package_name }}.cycles.clients import cycles_clients
 from {{ cookiecutter.package_name }}.cycles.key_expiry import CLOCK
 from localcycles import LocalCyclesServer
+from localcycles.ledger.local_ledger import MAX_REPLAY_WINDOW_DAYS
 from support.cycles_stub import CyclesStub, Responder, StubReply, StubRequest, forward_to
 from support.localcycles_kit import assert_ledger_invariants, reservation_body
 from support.tenancy_kit import cycles_tenant_of
@@ -58,6 +59,10 @@ def clocks() -> Clocks:
 def server(tmp_path: Path, clocks: Clocks) -> Iterator[LocalCyclesServer]:
     path = str(tmp_path / "rollover.sqlite3")
     running = LocalCyclesServer(path, admin_key=ADMIN_KEY, clock=clocks.server).start()
+    # The tests move this clock months ahead and then count every reset's idempotency key:
+    # the ledger's background prune (run whenever its checkpointer wakes) would forget keys
+    # past the 7-day replay window at a moment no test controls.
+    running.ledger.replay_window_days = MAX_REPLAY_WINDOW_DAYS
     provisioner = Provisioner(running.ledger)
     for tenant in TENANTS:
         provisioner.tenant(tenant)
