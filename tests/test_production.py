@@ -179,6 +179,31 @@ def test_bad_settings_are_listed_without_a_traceback_by_every_entry_point(
     )  # fmt: skip
 
 
+def test_numbers_gunicorn_cannot_use_in_dotenv_are_one_line_each(
+    bake: Baker, tmp_path: Path
+) -> None:
+    """`gunicorn` as users start it, its settings in `.env`: no traceback, a line each."""
+    project = bake(**DEFAULT)
+    bad = {
+        "LLM_TIMEOUT": "nan", "CYCLES_READ_TIMEOUT": "-inf", "GUNICORN_THREADS": "1e999",
+        "WEB_CONCURRENCY": "inf",
+    }  # fmt: skip
+    lines = [f"{name}={value}" for name, value in {"APP_ENV": "development", **bad}.items()]
+    (project / ".env").write_text("\n".join(lines) + "\n")
+    try:
+        env = project_env(project, CYCLES_LOCAL_DB=str(tmp_path / "ledger.sqlite3"))
+        for name in (*bad, "APP_ENV"):
+            env.pop(name, None)  # only .env says them
+        result = run([sys.executable, "-m", "gunicorn"], project, env)
+    finally:
+        (project / ".env").unlink()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
+    named = [line.split()[0].split("=")[0].rstrip(":") for line in reported_problems(output)]
+    assert sorted(named) == sorted(bad), output
+
+
 def test_gunicorn_stops_on_a_worker_start_up_error_without_a_traceback(
     bake: Baker, tmp_path: Path
 ) -> None:
