@@ -111,7 +111,7 @@ _exposed_listener_warning: list[str] = []  # web/caller_scheme.py's, as the chec
 def post_fork(server: Any, worker: Any) -> None:
     """What only a starting app can find wrong (the embedded ledger's port is taken, say) is
     reported like the settings: its lines alone, no traceback, and gunicorn stops."""
-    serving_boot_signals.hold()  # a stop asked for while the worker boots is not lost
+    serving_boot_signals.hold()  # held since pre_fork already; kept if pre_fork changes
     load_app = worker.load_wsgi
 
     def load_app_reporting_config_errors() -> None:
@@ -145,7 +145,10 @@ _metrics_dir_made: list[str] = []  # made here (not given): removed when gunicor
 
 
 def pre_fork(server: Any, worker: Any) -> None:
-    """Before the first worker: one metrics directory, empty, inherited by every worker."""
+    """Before each worker: it is born holding the stop signals (serving/boot_signals.py).
+    Before the first: one metrics directory, empty, inherited by every worker."""
+    if worker is not None:  # (on_starting calls this too, for the directory alone)
+        serving_boot_signals.hold_across_fork()
     if _metrics_dir_ready:
         return
     directory = os.environ.get(_METRICS_DIR) or ""

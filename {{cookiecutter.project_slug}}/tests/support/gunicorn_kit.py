@@ -69,12 +69,17 @@ def gunicorn(tmp_path: Path, app: str | None = None, **settings: str) -> Iterato
 
     ``app``: another WSGI app than the conf file's (``module:name``, found in ``tmp_path``).
     """
-    port = free_port()
+    # The listening socket is made here and handed over (gunicorn's fd:// bind): a port
+    # only picked here could be taken by another test's server before gunicorn binds it,
+    # and that server would then answer the readiness poll instead.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
+    port = listener.getsockname()[1]
     env = serving_env(tmp_path, PORT=str(port), **settings)
     env["PYTHONPATH"] += os.pathsep + str(tmp_path)
     log = tmp_path / "gunicorn.log"
     command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT / "gunicorn.conf.py")]
-    with log.open("wb") as out:
+    command += ["--bind", f"fd://{listener.fileno()}"]
+    with listener, log.open("wb") as out:
         process = subprocess.Popen(
             [*command, *([app] if app else [])],
             cwd=tmp_path,
@@ -82,6 +87,7 @@ def gunicorn(tmp_path: Path, app: str | None = None, **settings: str) -> Iterato
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=(listener.fileno(),),
         )
     served = Gunicorn(port, process, log)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -57,3 +58,30 @@ def test_only_the_stop_signals_are_held(restored: None) -> None:
     held = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     assert held >= boot_signals.STOP_SIGNALS
     assert signal.SIGCHLD not in held and signal.SIGUSR1 not in held
+
+
+def test_a_worker_is_born_holding_the_stop_signals_and_the_master_takes_them_back(
+    restored: None,
+) -> None:
+    """pre_fork in gunicorn's master: the fork copies the blocked mask to the worker, so no
+    moment of its boot runs the master's handlers; the master unblocks as the fork returns."""
+    boot_signals.hold_across_fork()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker, before anything of its own has run
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        os.write(write_end, b"held" if held >= boot_signals.STOP_SIGNALS else b"open")
+        os._exit(0)
+    os.close(write_end)
+    in_worker = os.read(read_end, 16)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert in_worker == b"held"
+    in_master = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert not in_master & boot_signals.STOP_SIGNALS
+    # Another fork that gunicorn's pre_fork did not precede (a re-exec) holds nothing.
+    pid = os.fork()
+    if pid == 0:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        os._exit(1 if held & boot_signals.STOP_SIGNALS else 0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
