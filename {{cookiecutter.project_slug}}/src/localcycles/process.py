@@ -85,14 +85,24 @@ def spawn_server_process(
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     result: list[str] = []
-    reader = threading.Thread(
-        target=lambda: result.append(
-            proc.stdout.readline()  # type: ignore[union-attr]
-        ),
-        daemon=True,
-    )
-    reader.start()
-    reader.join(timeout)
+    ready = threading.Event()
+
+    def read_then_drain() -> None:
+        # The first line is the URL; the rest is read and dropped, so a chatty server never
+        # blocks on a full pipe (it could then not even exit on SIGTERM).
+        stream = proc.stdout
+        try:
+            result.append(stream.readline())  # type: ignore[union-attr]
+            ready.set()
+            while stream.readline():  # type: ignore[union-attr]
+                pass
+        except (OSError, ValueError):  # the caller closed the pipe
+            pass
+        finally:
+            ready.set()
+
+    threading.Thread(target=read_then_drain, daemon=True).start()
+    ready.wait(timeout)
     url = result[0].strip() if result else ""
     if not url.startswith("http://"):
         proc.kill()

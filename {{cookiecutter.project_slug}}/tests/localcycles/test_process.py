@@ -19,7 +19,7 @@ def test_a_spawned_server_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -
         assert tenants.status_code == 200
     finally:
         proc.terminate()
-    assert proc.wait(timeout=30) == 0
+    assert proc.wait(timeout=60) == 0
 
 
 def test_help_names_every_option() -> None:

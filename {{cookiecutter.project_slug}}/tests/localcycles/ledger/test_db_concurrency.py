@@ -97,7 +97,7 @@ def test_two_server_processes_on_one_file_get_exactly_the_budget(
     finally:
         for proc, _ in procs:
             proc.terminate()
-            proc.wait(timeout=10)
+            proc.wait(timeout=60)
             if proc.stdout is not None:
                 proc.stdout.close()
     ledger = LocalLedger(path)
