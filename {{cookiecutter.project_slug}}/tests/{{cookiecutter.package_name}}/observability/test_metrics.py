@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import runpy
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -194,6 +195,16 @@ def test_several_worker_processes_add_up(
     assert value(samples, "cycles_settlements_total", outcome="committed", tenant="acme") == 4
     spent = provisioner.balance("acme")["spent"]
     assert value(samples, "cycles_charged_usd_microcents_total", tenant="acme") == spent > 0
+
+
+@pytest.fixture(autouse=True)
+def signal_mask() -> Iterator[None]:
+    """gunicorn's pre_fork holds the stop signals for the worker it is about to fork (none
+    is forked here): give them back, or every process this test run starts later would
+    inherit them held and ignore SIGTERM."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def test_gunicorn_prepares_the_metrics_directory_and_forgets_dead_workers(
