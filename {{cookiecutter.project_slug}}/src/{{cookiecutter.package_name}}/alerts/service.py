@@ -112,6 +112,8 @@ class Alerts:
         if allocated <= 0:
             return []  # no allocation to take a fraction of (an unfunded budget)
         used = (allocated - remaining) / allocated
+        if used < self.settings.budget_alert_thresholds[0]:  # increasing (config_alerts.py)
+            return []  # most charges: below every threshold, nothing to look up
         when = _now() if when is None else when
         scope = tenancy.budget_scope(self.settings, tenant).lower()
         raised = []
@@ -121,11 +123,8 @@ class Alerts:
             mark = self._mark(tenant, scope, threshold, when)
             if mark in self._marked:
                 continue
-            event = self._crossing(tenant, scope, threshold, used, (allocated, remaining), when)
-            forward = None
-            if self.store.webhook(tenant) is not None:
-                forward = (tenant, event.event_id, event.event_type, alert_payload(event, tenant))
-            accepted = self.store.accept(event.event_id, forward, mark)
+            event = self._crossing(tenant, mark, threshold, used, (allocated, remaining), when)
+            accepted = self.store.accept(event.event_id, self._forward(event, tenant), mark)
             if len(self._marked) >= MAX_MARKS_REMEMBERED:
                 self._marked.clear()
             self._marked.add(mark)
@@ -135,20 +134,27 @@ class Alerts:
                 self.forwarder.kick()
         return raised
 
+    def _forward(self, event: CyclesEvent, tenant: str) -> tuple[str, str, str, bytes] | None:
+        """The forward of ``event`` to ``tenant``'s URL, or None while it has none."""
+        if self.store.webhook(tenant) is None:
+            return None
+        return tenant, event.event_id, event.event_type, alert_payload(event, tenant)
+
     def _crossing(
         self,
         tenant: str,
-        scope: str,
+        mark: str,
         threshold: float,
         used: float,
         amounts: tuple[int, int],
         when: datetime,
     ) -> CyclesEvent:
-        """The alert for one crossing the app saw, shaped as the Cycles event it stands
-        for. Its id is derived from the crossing, so two workers that both see it record
+        """The alert for one crossing the app saw (``mark``), shaped as the Cycles event it
+        stands for. Its id is derived from the mark, so two workers that both see it record
         it once."""
         allocated, remaining = amounts
-        digest = hashlib.sha256(self._mark(tenant, scope, threshold, when).encode()).hexdigest()
+        scope = tenancy.budget_scope(self.settings, tenant).lower()
+        digest = hashlib.sha256(mark.encode()).hexdigest()
         return CyclesEvent(
             event_id="app-" + digest[:32],
             event_type=EXHAUSTED if threshold >= 1.0 else THRESHOLD_CROSSED,
@@ -179,8 +185,7 @@ class Alerts:
         forward = mark = None
         if event.is_alert and tenant is not None and event.threshold is not None:
             mark = self.mark(event, tenant)
-            if self.store.webhook(tenant) is not None:
-                forward = (tenant, event.event_id, event.event_type, alert_payload(event, tenant))
+            forward = self._forward(event, tenant)
         accepted = self.store.accept(event.event_id, forward, mark)
         if self.store.next_due() is not None:
             # New work, or forwards left by an earlier process (the worker starts lazily).
